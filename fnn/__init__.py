@@ -1,0 +1,31 @@
+"""fnn: a functional neural-network library for JAX, with hand-written backward
+rules proven against autodiff, that also runs on NumPy alone.
+
+A model is a :class:`Layer`: ``init(key, input_shape) -> (params, state)`` and
+``apply(params, state, x, *, key, train) -> (y, state)``, plus ``fwd``/``bwd``
+for manual backpropagation.
+"""
+
+from fnn import backend, functional, gradcheck, initializers, layers, losses
+from fnn.backend import fold_in, key, split
+from fnn.core import Layer, LayerError, summary
+from fnn.grad import manual_vjp, value_and_grad
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Layer",
+    "LayerError",
+    "backend",
+    "fold_in",
+    "functional",
+    "gradcheck",
+    "initializers",
+    "key",
+    "layers",
+    "losses",
+    "manual_vjp",
+    "split",
+    "summary",
+    "value_and_grad",
+]

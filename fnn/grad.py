@@ -1,0 +1,116 @@
+"""Gradients of a model's loss, by hand-written backprop or by autodiff.
+
+``value_and_grad(model, loss, method)`` gives one signature for both methods,
+so they can be compared and timed side by side. ``manual_vjp(model)`` runs the
+hand-written rules inside ``jax.grad`` through ``jax.custom_vjp``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+from fnn import backend
+from fnn.core import Layer
+from fnn.losses import Loss
+
+__all__ = ["value_and_grad", "manual_vjp"]
+
+PyTree = Any
+METHODS = ("manual", "autodiff")
+
+
+def _require_jax(what: str) -> None:
+    if not backend.HAS_JAX:
+        raise ImportError(f"{what} needs JAX (pip install 'fnn[jax]'); on NumPy alone use method='manual'")
+
+
+def _like_params(grads: PyTree, params: PyTree) -> PyTree:
+    """Each gradient in its parameter's dtype (as ``jax.grad`` returns them)."""
+    return backend.tree_map(lambda g, p: g.astype(p.dtype) if g.dtype != p.dtype else g, grads, params)
+
+
+def value_and_grad(model: Layer, loss: Loss | Callable, method: str = "manual") -> Callable:
+    """``f(params, state, x, target, *, key=None) -> ((loss, new_state), grads)``.
+
+    The model runs in train mode (batch statistics, dropout with ``key``);
+    ``new_state`` is what that forward pass returns.
+
+    * ``method="manual"``: forward with every layer's ``fwd``, then the reverse
+      sweep of hand-written ``bwd`` rules. Runs on NumPy and under ``jax.jit``.
+      ``loss`` must be an :class:`fnn.losses.Loss` (it needs its ``bwd``).
+    * ``method="autodiff"``: ``jax.value_and_grad`` of the pure forward
+      (``model.apply``); ``loss`` may be any JAX function ``(pred, target) -> scalar``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"value_and_grad: method must be one of {METHODS}; got {method!r}")
+    if not isinstance(model, Layer):
+        raise TypeError(f"value_and_grad: model must be an fnn Layer; got {type(model).__name__}")
+
+    if method == "manual":
+        if not isinstance(loss, Loss):
+            raise TypeError(
+                "value_and_grad(method='manual'): loss must be an fnn.losses.Loss with a hand-written bwd; "
+                f"got {type(loss).__name__} (use method='autodiff' for an arbitrary loss function)"
+            )
+
+        def manual(params, state, x, target, *, key=None):
+            y, new_state, residuals = model.fwd(params, state, x, key=key, train=True)
+            value, loss_residuals = loss.fwd(y, target)
+            dy = loss.bwd(loss_residuals, 1.0)
+            grads, _ = model.bwd(params, residuals, dy)
+            return (value, new_state), _like_params(grads, params)
+
+        return manual
+
+    _require_jax("value_and_grad(method='autodiff')")
+    jax = backend.jax
+
+    def autodiff(params, state, x, target, *, key=None):
+        def objective(p):
+            y, new_state = model.apply(p, state, x, key=key, train=True)
+            return loss(y, target), new_state
+
+        (value, new_state), grads = jax.value_and_grad(objective, has_aux=True)(params)
+        return (value, new_state), grads
+
+    return autodiff
+
+
+def manual_vjp(model: Layer) -> Layer:
+    """The same model whose ``apply`` is a ``jax.custom_vjp`` running the
+    hand-written ``fwd``/``bwd`` rules.
+
+    ``jax.grad`` of any JAX function around ``model.apply`` then uses the
+    manual backward pass for the model (and JAX's own for the rest). Gradients
+    flow to ``params`` and ``x``; ``state`` and ``key`` get none.
+
+    >>> import jax, fnn
+    >>> model = fnn.manual_vjp(fnn.layers.serial(fnn.layers.dense(3), fnn.layers.tanh))
+    >>> params, state = model.init(jax.random.key(0), (2, 4))
+    >>> x = jax.numpy.ones((2, 4))
+    >>> g = jax.grad(lambda p: model.apply(p, state, x)[0].sum())(params)
+    >>> sorted(g)
+    ['dense', 'tanh']
+    """
+    _require_jax("manual_vjp")
+    jax = backend.jax
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+    def run(params, state, x, key, train):
+        y, new_state, _ = model.fwd(params, state, x, key=key, train=train)
+        return y, new_state
+
+    def run_fwd(params, state, x, key, train):
+        y, new_state, residuals = model.fwd(params, state, x, key=key, train=train)
+        return (y, new_state), (params, residuals)
+
+    def run_bwd(train, saved, cotangents):
+        params, residuals = saved
+        dy, _ = cotangents
+        dparams, dx = model.bwd(params, residuals, dy)
+        return _like_params(dparams, params), None, dx, None
+
+    run.defvjp(run_fwd, run_bwd)
+    return dataclasses.replace(model, apply_fn=run)

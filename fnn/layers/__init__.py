@@ -1,0 +1,45 @@
+"""Layers: one file per family, re-exported here. A layer without
+hyper-parameters is a value (``relu``, ``flatten``); one with
+hyper-parameters is a factory (``dense(10)``, ``leaky_relu(0.1)``)."""
+
+from fnn.core import fan_in_concat, fan_in_sum, fan_out, parallel, residual, serial
+from fnn.layers.activations import (
+    elu,
+    gelu,
+    identity,
+    leaky_relu,
+    log_softmax,
+    prelu,
+    relu,
+    sigmoid,
+    softmax,
+    softplus,
+    step,
+    tanh,
+)
+from fnn.layers.dense import dense
+from fnn.layers.reshape import flatten, reshape
+
+__all__ = [
+    "dense",
+    "flatten",
+    "reshape",
+    "identity",
+    "step",
+    "sigmoid",
+    "tanh",
+    "relu",
+    "leaky_relu",
+    "elu",
+    "prelu",
+    "gelu",
+    "softplus",
+    "softmax",
+    "log_softmax",
+    "serial",
+    "parallel",
+    "residual",
+    "fan_out",
+    "fan_in_sum",
+    "fan_in_concat",
+]

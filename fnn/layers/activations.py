@@ -1,0 +1,163 @@
+"""Activation layers: each one a Layer with a hand-written backward rule, and
+callable as a plain function (``relu(x)``, ``leaky_relu(k=0.1)(x)``).
+
+The math lives in :mod:`fnn.functional`; this file wraps it in the Layer
+contract. ``prelu`` is the one activation with a parameter: a learned slope
+``{"alpha": ()}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import numpy as np
+
+from fnn import backend
+from fnn import functional as F
+from fnn.core import Layer, LayerError, check_param_shapes, is_multi_shape
+
+__all__ = [
+    "Activation",
+    "identity",
+    "step",
+    "sigmoid",
+    "tanh",
+    "relu",
+    "leaky_relu",
+    "elu",
+    "prelu",
+    "gelu",
+    "softplus",
+    "softmax",
+    "log_softmax",
+]
+
+Array = Any
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Activation(Layer):
+    """A parameter-free elementwise (or last-axis) layer that is also a function."""
+
+    fn: Callable[[Array], Array] | None = None
+
+    def __call__(self, x: Array) -> Array:
+        return self.fn(x)
+
+
+def _no_params(key, shape, dtype):
+    return {}, {}
+
+
+def _same_shape(name: str) -> Callable:
+    def out_shape(shape):
+        if is_multi_shape(shape):
+            raise LayerError(name, f"expected a single input, got a tuple of inputs with shapes {shape}")
+        return shape
+
+    return out_shape
+
+
+def _check_input(name: str, params: Any, x: Any) -> None:
+    if params != {}:
+        raise LayerError(name, f"has no params; expected {{}}, got {params!r:.80}")
+    if isinstance(x, (tuple, list)):
+        raise LayerError(name, f"expected a single array, got a tuple of {len(x)} inputs")
+
+
+def _activation(name: str, fn: Callable, grad: Callable, keep: str) -> Activation:
+    """An activation whose backward is ``dx = grad(saved) * dy``; ``keep`` says
+    whether the input ``"x"``, the output ``"y"`` or ``"xy"`` is saved."""
+
+    def fwd(params, state, x, key, train):
+        _check_input(name, params, x)
+        y = fn(x)
+        saved = {"x": x, "y": y, "xy": (x, y)}[keep]
+        return y, state, saved
+
+    def bwd(params, saved, dy):
+        args = saved if keep == "xy" else (saved,)
+        return {}, grad(*args) * dy
+
+    return Activation(name, _no_params, _same_shape(name), fwd, bwd, fn=fn)
+
+
+
+
+def _identity_fwd(params, state, x, key, train):
+    _check_input("identity", params, x)
+    return x, state, None
+
+
+identity = Activation(
+    "identity", _no_params, _same_shape("identity"), _identity_fwd, lambda params, saved, dy: ({}, dy), fn=F.identity
+)
+step = _activation("step", F.step, lambda x: backend.namespace(x).zeros_like(x), "x")
+sigmoid = _activation("sigmoid", F.sigmoid, F.d_sigmoid, "y")
+tanh = _activation("tanh", F.tanh, F.d_tanh, "y")
+relu = _activation("relu", F.relu, F.d_relu, "x")
+gelu = _activation("gelu", F.gelu, F.d_gelu, "x")
+softplus = _activation("softplus", F.softplus, F.sigmoid, "x")
+
+
+def leaky_relu(k: float = 0.01, *, name: str = "leaky_relu") -> Activation:
+    """``x`` for ``x > 0``, else ``k * x``; the derivative at 0 is ``k``."""
+    if not np.isfinite(k):
+        raise ValueError(f"leaky_relu: k must be finite; got {k}")
+    return _activation(name, lambda x: F.leaky_relu(x, k), lambda x: F.d_leaky_relu(x, k), "x")
+
+
+def elu(alpha: float = 1.0, *, name: str = "elu") -> Activation:
+    """``x`` for ``x > 0``, else ``alpha * (exp(x) - 1)``; the derivative at 0 is ``alpha``."""
+    if not np.isfinite(alpha) or alpha < 0:
+        raise ValueError(f"elu: alpha must be finite and >= 0; got {alpha}")
+    return _activation(name, lambda x: F.elu(x, alpha), lambda x, y: F.d_elu(x, y, alpha), "xy")
+
+
+def _last_axis(name: str, fn: Callable, bwd_rule: Callable) -> Activation:
+    def fwd(params, state, x, key, train):
+        _check_input(name, params, x)
+        y = fn(x)
+        return y, state, y
+
+    return Activation(name, _no_params, _same_shape(name), fwd, lambda p, y, dy: ({}, bwd_rule(y, dy)), fn=fn)
+
+
+def _softmax_bwd(y, dy):
+    xp = backend.namespace(y, dy)
+    return y * (dy - xp.sum(dy * y, axis=-1, keepdims=True))
+
+
+def _log_softmax_bwd(y, dy):
+    xp = backend.namespace(y, dy)
+    return dy - xp.exp(y) * xp.sum(dy, axis=-1, keepdims=True)
+
+
+softmax = _last_axis("softmax", F.softmax, _softmax_bwd)
+log_softmax = _last_axis("log_softmax", F.log_softmax, _log_softmax_bwd)
+
+
+def prelu(init: float = 0.25, *, name: str = "prelu") -> Layer:
+    """Leaky ReLU whose slope is learned: params ``{"alpha": ()}`` starting at ``init``."""
+    if not np.isfinite(init):
+        raise ValueError(f"prelu: init must be finite; got {init}")
+
+    def init_fn(key, shape, dtype):
+        xp = backend.namespace_of_key(key)
+        return {"alpha": xp.asarray(init, dtype=dtype)}, {}
+
+    def fwd(params, state, x, key, train):
+        if isinstance(x, (tuple, list)):
+            raise LayerError(name, f"expected a single array, got a tuple of {len(x)} inputs")
+        check_param_shapes(name, params, {"alpha": ()})
+        return F.prelu(x, params["alpha"]), state, x
+
+    def bwd(params, x, dy):
+        xp = backend.namespace(x, dy)
+        positive = x > 0
+        dalpha = xp.sum(xp.where(positive, 0.0, x) * dy).astype(params["alpha"].dtype)
+        dx = xp.where(positive, dy, params["alpha"] * dy)
+        return {"alpha": dalpha}, dx
+
+    return Layer(name, init_fn, _same_shape(name), fwd, bwd)

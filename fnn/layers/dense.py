@@ -1,0 +1,91 @@
+"""The fully connected (affine) layer: ``y = x @ w + b``, vectorised over the batch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fnn import backend, initializers
+from fnn.core import Layer, LayerError, check_param_shapes, is_multi_shape
+
+__all__ = ["dense"]
+
+
+def _check_features(name: str, features: Any) -> int:
+    if isinstance(features, bool) or not isinstance(features, (int, np.integer)) or features <= 0:
+        raise ValueError(f"{name}: features must be a positive int; got {features!r}")
+    return int(features)
+
+
+def dense(
+    features: int,
+    *,
+    w_init: initializers.Initializer = initializers.lecun_normal(),
+    b_init: initializers.Initializer = initializers.zeros,
+    use_bias: bool = True,
+    name: str = "dense",
+) -> Layer:
+    """Affine layer ``y = x @ w + b`` on inputs of shape ``(batch, in)``.
+
+    Params: ``{"w": (in, features), "b": (features,)}`` (no ``"b"`` when
+    ``use_bias=False``). Backward: ``dw = x.T @ dy``, ``db = sum(dy, 0)``,
+    ``dx = dy @ w.T``. Inputs of higher rank are refused (insert ``flatten``
+    first) so that a forgotten flatten is never silently applied per pixel.
+
+    >>> import numpy as np, fnn
+    >>> layer = fnn.layers.dense(3)
+    >>> params, state = layer.init(np.random.default_rng(0), (None, 4))
+    >>> y, _ = layer.apply(params, state, np.ones((2, 4), np.float32))
+    >>> y.shape
+    (2, 3)
+    """
+    features = _check_features(name, features)
+
+    def expected(in_features: int) -> dict:
+        shapes = {"w": (in_features, features)}
+        if use_bias:
+            shapes["b"] = (features,)
+        return shapes
+
+    def check_shape(shape) -> int:
+        if is_multi_shape(shape) or len(shape) != 2:
+            raise LayerError(
+                name,
+                f"expected input of shape (batch, in_features), got {shape}"
+                + ("; insert flatten before dense" if not is_multi_shape(shape) and len(shape) > 2 else ""),
+            )
+        if shape[1] is None or shape[1] == 0:
+            raise LayerError(name, f"the input feature size must be known and positive; got shape {shape}")
+        return shape[1]
+
+    def init(key, shape, dtype):
+        n_in = check_shape(shape)
+        k_w, k_b = backend.split(key)
+        params = {"w": w_init(k_w, (n_in, features), dtype)}
+        if use_bias:
+            params["b"] = b_init(k_b, (features,), dtype)
+        return params, {}
+
+    def out_shape(shape):
+        check_shape(shape)
+        return (shape[0], features)
+
+    def fwd(params, state, x, key, train):
+        if isinstance(x, (tuple, list)):
+            raise LayerError(name, f"expected a single array, got a tuple of {len(x)} inputs")
+        n_in = check_shape(tuple(np.shape(x)))
+        check_param_shapes(name, params, expected(n_in))
+        y = x @ params["w"]
+        if use_bias:
+            y = y + params["b"]
+        return y, state, x
+
+    def bwd(params, x, dy):
+        xp = backend.namespace(x, dy)
+        grads = {"w": x.T @ dy}
+        if use_bias:
+            grads["b"] = xp.sum(dy, axis=0)
+        return grads, dy @ params["w"].T
+
+    return Layer(name, init, out_shape, fwd, bwd)
