@@ -58,6 +58,7 @@ __all__ = [
     "tree_cast",
     "to_numpy",
     "add_at",
+    "scan",
 ]
 
 Array = Any
@@ -114,6 +115,22 @@ def add_at(x: Array, index: Any, values: Array) -> Array:
     out = np.array(x, copy=True)
     np.add.at(out, index, values)
     return out
+
+
+def scan(f: Callable, init: PyTree, xs: PyTree, length: int | None = None, reverse: bool = False) -> tuple[PyTree, PyTree]:
+    """``lax.scan`` on JAX (one compiled loop); a Python loop over the leading
+    axis on NumPy. ``f(carry, x) -> (carry, y)``; returns ``(carry, stacked ys)``."""
+    if namespace(init, xs) is not np:
+        return lax.scan(f, init, xs, length=length, reverse=reverse)
+    leaves = tree_leaves(xs)
+    n = length if length is not None else (leaves[0].shape[0] if leaves else 0)
+    order = range(n - 1, -1, -1) if reverse else range(n)
+    carry, ys = init, [None] * n
+    for t in order:
+        carry, ys[t] = f(carry, tree_map(lambda a: a[t], xs))
+    if n == 0 or ys[0] is None:
+        return carry, None
+    return carry, tree_map(lambda *column: np.stack(column), *ys)
 
 
 # --------------------------------------------------------------------------- #
