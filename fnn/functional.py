@@ -133,7 +133,8 @@ def softmax(x: Array, axis: int = -1) -> Array:
 def one_hot(labels: Array, num_classes: int, dtype: Any = None) -> Array:
     """``labels[..., None] == arange(num_classes)`` as floats."""
     xp = namespace(labels)
-    out = labels[..., None] == xp.arange(num_classes)
+    classes = xp.arange(num_classes).reshape((1,) * labels.ndim + (num_classes,))
+    out = labels[..., None] == classes
     return out.astype(dtype if dtype is not None else xp.float32)
 
 

@@ -156,7 +156,7 @@ def prelu(init: float = 0.25, *, name: str = "prelu") -> Layer:
     def bwd(params, x, dy):
         xp = backend.namespace(x, dy)
         positive = x > 0
-        dalpha = xp.sum(xp.where(positive, 0.0, x) * dy).astype(params["alpha"].dtype)
+        dalpha = xp.asarray(xp.sum(xp.where(positive, 0.0, x) * dy), dtype=params["alpha"].dtype)
         dx = xp.where(positive, dy, params["alpha"] * dy)
         return {"alpha": dalpha}, dx
 

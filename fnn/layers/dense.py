@@ -78,7 +78,7 @@ def dense(
         check_param_shapes(name, params, expected(n_in))
         y = x @ params["w"]
         if use_bias:
-            y = y + params["b"]
+            y = y + params["b"][None, :]
         return y, state, x
 
     def bwd(params, x, dy):

@@ -1,0 +1,174 @@
+"""value_and_grad (manual vs autodiff, NumPy and jit) and the custom_vjp bridge."""
+
+import dataclasses
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fnn
+from fnn import layers as L
+from fnn import losses
+from tests.helpers import TOL, on_backend
+
+MODEL = L.serial(L.dense(6), L.relu, L.dense(5), L.sigmoid, L.dense(3))
+
+
+@pytest.fixture(scope="module")
+def problem():
+    rng = np.random.default_rng(0)
+    params, state = MODEL.init(np.random.default_rng(1), (None, 4), dtype=np.float64)
+    x = rng.standard_normal((8, 4))
+    y = rng.integers(0, 3, 8)
+    return params, state, x, y
+
+
+def test_manual_on_numpy_equals_autodiff_under_jit(problem):
+    params, state, x, y = problem
+    (loss_np, state_np), g_np = fnn.value_and_grad(MODEL, losses.softmax_cross_entropy, "manual")(params, state, x, y)
+    assert type(g_np["dense"]["w"]) is np.ndarray
+    auto = jax.jit(fnn.value_and_grad(MODEL, losses.softmax_cross_entropy, "autodiff"))
+    manual = jax.jit(fnn.value_and_grad(MODEL, losses.softmax_cross_entropy, "manual"))
+    jp, jx, jy = on_backend(params, "jax"), jnp.asarray(x), jnp.asarray(y)
+    (loss_a, _), g_a = auto(jp, state, jx, jy)
+    (loss_m, _), g_m = manual(jp, state, jx, jy)
+    assert float(loss_np) == pytest.approx(float(loss_a), rel=1e-13) == pytest.approx(float(loss_m), rel=1e-13)
+    fnn.gradcheck.assert_close(g_np, g_a, tol=1e-12, names=("manual numpy", "autodiff jit"))
+    fnn.gradcheck.assert_close(g_m, g_a, tol=1e-12, names=("manual jit", "autodiff jit"))
+    assert state_np == state
+
+
+def test_manual_matches_finite_differences(problem):
+    params, state, x, y = problem
+    (_, _), grads = fnn.value_and_grad(MODEL, losses.mse, "manual")(params, state, x, np.ones((8, 3)))
+    numeric = fnn.gradcheck.numerical_grad(lambda p: losses.mse(MODEL.apply(p, state, x)[0], np.ones((8, 3))), params)
+    fnn.gradcheck.assert_close(grads, numeric, tol=TOL)
+
+
+def test_grads_keep_param_dtypes():
+    params, state = MODEL.init(jax.random.key(0), (None, 4))  # float32
+    x = jnp.ones((2, 4), jnp.float64)  # a float64 input must not turn the grads into float64
+    for method in ("manual", "autodiff"):
+        (_, _), grads = fnn.value_and_grad(MODEL, losses.softmax_cross_entropy, method)(params, state, x, jnp.array([0, 1]))
+        assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
+
+
+def test_value_and_grad_argument_errors():
+    with pytest.raises(ValueError, match=r"method must be one of \('manual', 'autodiff'\); got 'numeric'"):
+        fnn.value_and_grad(MODEL, losses.mse, "numeric")
+    with pytest.raises(TypeError, match=r"loss must be an fnn.losses.Loss"):
+        fnn.value_and_grad(MODEL, lambda p, t: ((p - t) ** 2).mean(), "manual")
+    with pytest.raises(TypeError, match=r"model must be an fnn Layer"):
+        fnn.value_and_grad(lambda x: x, losses.mse)
+
+
+# --------------------------------------------------------------------------- #
+# manual_vjp: the hand-written rules inside jax.grad
+# --------------------------------------------------------------------------- #
+
+
+def _user_loss(model, params, state, x):
+    """A loss written by a user in plain JAX around the model."""
+    y, _ = model.apply(params, state, x)
+    return jnp.sum(jnp.sin(y) ** 2) + 0.1 * jnp.sum(params["dense"]["w"] ** 2)
+
+
+def test_manual_vjp_gives_jax_grad_answer_and_uses_the_custom_rule(problem):
+    params, state, x, _ = problem
+    jp, jx = on_backend(params, "jax"), jnp.asarray(x)
+    bridged = fnn.manual_vjp(MODEL)
+    expected = jax.grad(_user_loss, argnums=(1, 3))(MODEL, jp, state, jx)
+    got = jax.jit(jax.grad(_user_loss, argnums=(1, 3)), static_argnums=0)(bridged, jp, state, jx)
+    fnn.gradcheck.assert_close(got, expected, tol=1e-12)
+    jaxpr = str(jax.make_jaxpr(lambda p: _user_loss(bridged, p, state, jx))(jp))
+    assert "custom_vjp_call" in jaxpr
+    assert "custom_vjp_call" not in str(jax.make_jaxpr(lambda p: _user_loss(MODEL, p, state, jx))(jp))
+
+
+def _doubled(layer):
+    """The same layer with a deliberately wrong backward rule (twice the gradient)."""
+
+    def bwd(params, res, dy):
+        grads, dx = layer.bwd(params, res, dy)
+        return jax.tree.map(lambda g: 2 * g, grads), 2 * dx
+
+    return dataclasses.replace(layer, bwd_fn=bwd)
+
+
+def test_a_wrong_rule_changes_jax_grad_under_jit_and_vmap(problem):
+    """Proves the hand-written rule is what jax.grad runs, not a re-derivation."""
+    params, state, x, _ = problem
+    jp, jx = on_backend(params, "jax"), jnp.asarray(x)
+    right, wrong = fnn.manual_vjp(MODEL), fnn.manual_vjp(_doubled(MODEL))
+
+    def per_example(model, p, xi):
+        return jnp.sum(model.apply(p, state, xi[None])[0] ** 2)
+
+    grad = jax.jit(jax.grad(per_example, argnums=1), static_argnums=0)
+    fnn.gradcheck.assert_close(jax.tree.map(lambda g: 2 * g, grad(right, jp, jx[0])), grad(wrong, jp, jx[0]), tol=1e-12)
+    batched = jax.vmap(jax.grad(per_example, argnums=2), in_axes=(None, None, 0))
+    np.testing.assert_allclose(2 * batched(right, jp, jx), batched(wrong, jp, jx), rtol=1e-12)
+
+
+def test_manual_vjp_through_autodiff_value_and_grad(problem):
+    params, state, x, y = problem
+    jp, jx, jy = on_backend(params, "jax"), jnp.asarray(x), jnp.asarray(y)
+    f = fnn.value_and_grad(fnn.manual_vjp(MODEL), losses.softmax_cross_entropy, "autodiff")
+    g = fnn.value_and_grad(MODEL, losses.softmax_cross_entropy, "autodiff")
+    fnn.gradcheck.assert_close(jax.jit(f)(jp, state, jx, jy)[1], g(jp, state, jx, jy)[1], tol=1e-12)
+
+
+# --------------------------------------------------------------------------- #
+# NumPy alone
+# --------------------------------------------------------------------------- #
+
+NUMPY_ONLY = textwrap.dedent(
+    """
+    import sys
+
+    class BlockJax:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("jax", "jaxlib"):
+                raise ImportError("JAX is blocked in this test")
+
+    sys.meta_path.insert(0, BlockJax())
+    import numpy as np
+    import fnn
+    from fnn import layers as L
+
+    assert not fnn.backend.HAS_JAX and "jax" not in sys.modules
+    model = L.serial(L.dense(16), L.tanh, L.dense(2), name="mlp")
+    params, state = model.init(fnn.key(0, backend="numpy"), (None, 2), dtype=np.float64)
+    x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float64)
+    y = np.array([0, 1, 1, 0])
+    step = fnn.value_and_grad(model, fnn.losses.softmax_cross_entropy, "manual")
+    (_, _), grads = step(params, state, x, y)
+    numeric = fnn.gradcheck.numerical_grad(
+        lambda p: fnn.losses.softmax_cross_entropy(model.apply(p, state, x)[0], y), params)
+    fnn.gradcheck.assert_close(grads, numeric, tol=1e-7)
+    for _ in range(500):
+        (loss, state), grads = step(params, state, x, y)
+        params = fnn.backend.tree_map(lambda p, g: p - 0.5 * g, params, grads)
+    logits, _ = model.apply(params, state, x)
+    assert type(logits) is np.ndarray
+    assert (logits.argmax(1) == y).all(), logits
+    fnn.summary(model, (None, 2))
+    try:
+        fnn.value_and_grad(model, fnn.losses.mse, "autodiff")
+    except ImportError as err:
+        assert "needs JAX" in str(err)
+    else:
+        raise AssertionError("autodiff without JAX must raise")
+    print("numpy-only ok", float(loss))
+    """
+)
+
+
+def test_end_to_end_without_jax():
+    out = subprocess.run([sys.executable, "-c", NUMPY_ONLY], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "numpy-only ok" in out.stdout

@@ -1,0 +1,180 @@
+"""Every core layer on both backends: forward values against a formula written
+here, and the hand-written backward against jax.grad and finite differences."""
+
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fnn
+from fnn import layers as L
+from tests.helpers import assert_gradients, away_from_kinks, init64, on_backend
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _gelu(x):
+    return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+
+
+# (id, layer, input shape, reference forward(params, x) in NumPy, nudge away from kinks)
+CASES = [
+    ("dense", L.dense(3), (4, 5), lambda p, x: x @ p["w"] + p["b"], False),
+    ("dense_no_bias", L.dense(2, use_bias=False), (3, 4), lambda p, x: x @ p["w"], False),
+    ("identity", L.identity, (3, 4), lambda p, x: x, False),
+    ("step", L.step, (3, 4), lambda p, x: (x > 0).astype(x.dtype), True),
+    ("sigmoid", L.sigmoid, (3, 4), lambda p, x: 1 / (1 + np.exp(-x)), False),
+    ("tanh", L.tanh, (3, 4), lambda p, x: np.tanh(x), False),
+    ("relu", L.relu, (3, 4), lambda p, x: np.maximum(x, 0), True),
+    ("leaky_relu", L.leaky_relu(0.1), (3, 4), lambda p, x: np.where(x > 0, x, 0.1 * x), True),
+    ("elu", L.elu(0.7), (3, 4), lambda p, x: np.where(x > 0, x, 0.7 * (np.exp(np.minimum(x, 0)) - 1)), True),
+    ("prelu", L.prelu(0.2), (3, 4), lambda p, x: np.where(x > 0, x, p["alpha"] * x), True),
+    ("gelu", L.gelu, (3, 4), lambda p, x: _gelu(x), False),
+    ("softplus", L.softplus, (3, 4), lambda p, x: np.log1p(np.exp(x)), False),
+    ("softmax", L.softmax, (3, 4), lambda p, x: _softmax(x), False),
+    ("log_softmax", L.log_softmax, (3, 4), lambda p, x: np.log(_softmax(x)), False),
+    ("flatten", L.flatten, (2, 3, 2, 2), lambda p, x: x.reshape(2, 12), False),
+    ("reshape", L.reshape((2, -1)), (2, 6), lambda p, x: x.reshape(2, 2, 3), False),
+]
+IDS = [c[0] for c in CASES]
+
+
+def _input(shape, kinks, seed=0):
+    x = np.random.default_rng(seed).standard_normal(shape)
+    return away_from_kinks(x) if kinks else x
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_forward_matches_formula(case, backend_name):
+    _, layer, shape, reference, kinks = case
+    params, state = init64(layer, backend_name, shape)
+    x = _input(shape, kinks)
+    y, new_state = layer.apply(params, state, on_backend(x, backend_name))
+    np.testing.assert_allclose(np.asarray(y), reference(fnn.backend.to_numpy(params), x), rtol=1e-12, atol=1e-12)
+    assert new_state == state
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_backward_matches_autodiff_and_finite_differences(case, backend_name):
+    _, layer, shape, _, kinks = case
+    params, state = init64(layer, backend_name, shape)
+    x = on_backend(_input(shape, kinks, seed=1), backend_name)
+    assert_gradients(layer, params, state, x)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_numpy_backend_stays_numpy(case):
+    _, layer, shape, _, kinks = case
+    params, state = layer.init(np.random.default_rng(0), shape)
+    for leaf in fnn.backend.tree_leaves(params):
+        assert type(leaf) is np.ndarray and leaf.dtype == np.float32
+    x = _input(shape, kinks).astype(np.float32)
+    y, new_state, res = layer.fwd(params, state, x)
+    assert type(y) is np.ndarray and y.dtype == np.float32
+    grads, dx = layer.bwd(params, res, np.ones_like(y))
+    assert type(dx) is np.ndarray and dx.dtype == np.float32
+    for leaf in fnn.backend.tree_leaves(grads):
+        assert isinstance(leaf, np.ndarray) and leaf.dtype == np.float32
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_backends_agree_on_the_same_params(case):
+    _, layer, shape, _, kinks = case
+    params, state = init64(layer, "numpy", shape)
+    x = _input(shape, kinks, seed=2)
+    y_np, _, res_np = layer.fwd(params, state, x)
+    y_jx, _, res_jx = layer.fwd(on_backend(params, "jax"), state, jnp.asarray(x))
+    assert isinstance(y_jx, jax.Array)
+    chex.assert_trees_all_close(np.asarray(y_jx), y_np, rtol=1e-13, atol=1e-14)
+    dy = np.random.default_rng(3).standard_normal(y_np.shape)
+    g_np = layer.bwd(params, res_np, dy)
+    g_jx = layer.bwd(on_backend(params, "jax"), res_jx, jnp.asarray(dy))
+    chex.assert_trees_all_close(fnn.backend.to_numpy(g_jx), g_np, rtol=1e-12, atol=1e-14)
+
+
+def test_init_key_decides_backend():
+    layer = L.dense(3)
+    p_np, _ = layer.init(np.random.default_rng(0), (None, 2))
+    p_jx, _ = layer.init(jax.random.key(0), (None, 2))
+    assert type(p_np["w"]) is np.ndarray and isinstance(p_jx["w"], jax.Array)
+    p_raw, _ = layer.init(jax.random.PRNGKey(0), (None, 2))  # legacy raw keys work too
+    assert isinstance(p_raw["w"], jax.Array)
+
+
+def test_dense_init_dtype_and_defaults():
+    params, state = L.dense(4).init(np.random.default_rng(0), (None, 100), dtype=np.float64)
+    assert params["w"].dtype == np.float64 and state == {}
+    np.testing.assert_array_equal(params["b"], np.zeros(4))
+    assert abs(params["w"].std() - 1 / math.sqrt(100)) < 0.03  # LeCun normal by default
+
+
+# --------------------------------------------------------------------------- #
+# Numerical stability and kink conventions
+# --------------------------------------------------------------------------- #
+
+EXTREME = np.array([-1e4, -800.0, -50.0, -1e-8, 0.0, 1e-8, 50.0, 800.0, 1e4])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sigmoid_and_softplus_are_stable_for_huge_inputs(dtype):
+    x = EXTREME.astype(dtype)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # overflow, 0/0 or log(0) raise (underflow to 0 is harmless)
+        s = fnn.functional.sigmoid(x)
+        sp = fnn.functional.softplus(x)
+        ls = fnn.functional.log_sigmoid(x)
+    assert np.all(np.isfinite(s)) and np.all(np.isfinite(sp)) and np.all(np.isfinite(ls))
+    np.testing.assert_allclose(s[[0, -1]], [0.0, 1.0])
+    np.testing.assert_allclose(sp[[0, -1]], [0.0, 1e4], rtol=1e-7)
+    np.testing.assert_allclose(s[4], 0.5)
+    # the JAX backend gives the same, gradients included
+    sj = fnn.functional.sigmoid(jnp.asarray(x))
+    np.testing.assert_allclose(np.asarray(sj), s, rtol=1e-6)
+    g = jax.grad(lambda v: fnn.functional.softplus(v).sum())(jnp.asarray(x))
+    assert np.all(np.isfinite(np.asarray(g)))
+
+
+def test_elu_softmax_log_softmax_stable():
+    x = np.array([[-1e4, 0.0, 1e4], [800.0, 800.0, -800.0]])
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        assert np.all(np.isfinite(fnn.functional.elu(x)))
+        assert np.all(np.isfinite(fnn.functional.softmax(x)))
+        assert np.all(np.isfinite(fnn.functional.log_softmax(x[:, :2])))
+
+
+@pytest.mark.parametrize(
+    "layer, expected",
+    [(L.relu, 0.0), (L.step, 0.0), (L.leaky_relu(0.1), 0.1), (L.elu(0.5), 0.5), (L.prelu(0.3), 0.3), (L.sigmoid, 0.25), (L.softplus, 0.5)],
+    ids=["relu", "step", "leaky_relu", "elu", "prelu", "sigmoid", "softplus"],
+)
+def test_derivative_at_zero_is_the_same_in_bwd_and_jax_grad(layer, expected):
+    params, state = layer.init(jax.random.key(0), (1, 1), dtype=np.float64)
+    x = jnp.zeros((1, 1))
+    _, _, res = layer.fwd(params, state, x)
+    _, dx = layer.bwd(params, res, jnp.ones((1, 1)))
+    auto = jax.grad(lambda v: layer.apply(params, state, v)[0].sum())(x)
+    assert float(dx[0, 0]) == pytest.approx(expected)
+    assert float(auto[0, 0]) == pytest.approx(expected)
+
+
+def test_activations_are_plain_functions_too():
+    x = np.array([-2.0, 0.5])
+    np.testing.assert_allclose(L.relu(x), [0.0, 0.5])
+    np.testing.assert_allclose(L.leaky_relu(0.1)(x), [-0.2, 0.5])
+    np.testing.assert_allclose(L.sigmoid(x), 1 / (1 + np.exp(-x)))
+    np.testing.assert_allclose(fnn.functional.prelu(x, 0.5), [-1.0, 0.5])
+
+
+def test_linear_layers_collapse_to_one_linear_layer():
+    """Without a non-linearity, dense(dense(x)) is one affine map (the curriculum's point)."""
+    model = L.serial(L.dense(5), L.dense(3))
+    params, state = model.init(np.random.default_rng(0), (None, 4), dtype=np.float64)
+    w = params["dense"]["w"] @ params["dense_1"]["w"]
+    b = params["dense"]["b"] @ params["dense_1"]["w"] + params["dense_1"]["b"]
+    x = np.random.default_rng(1).standard_normal((6, 4))
+    np.testing.assert_allclose(model.apply(params, state, x)[0], x @ w + b, rtol=1e-12)
