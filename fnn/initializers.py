@@ -185,7 +185,7 @@ def orthogonal(scale: float = 1.0) -> Initializer:
         xp = backend.namespace_of_key(key)
         a = backend.normal(key, (max(rows, cols), min(rows, cols)), np.float32 if dtype is None else dtype)
         q, r = xp.linalg.qr(a)
-        q = q * xp.sign(xp.diagonal(r))  # unique decomposition: a uniformly random orthogonal matrix
+        q = q * xp.sign(xp.diagonal(r))[None, :]  # unique decomposition: a uniformly random orthogonal matrix
         if rows < cols:
             q = q.T
         return (scale * q).reshape(shape).astype(dtype)
