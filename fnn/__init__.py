@@ -6,7 +6,7 @@ A model is a :class:`Layer`: ``init(key, input_shape) -> (params, state)`` and
 for manual backpropagation.
 """
 
-from fnn import backend, functional, gradcheck, initializers, layers, losses
+from fnn import backend, data, functional, gradcheck, initializers, layers, losses, optim
 from fnn.backend import fold_in, key, split
 from fnn.core import Layer, LayerError, summary
 from fnn.grad import manual_vjp, value_and_grad
@@ -17,6 +17,7 @@ __all__ = [
     "Layer",
     "LayerError",
     "backend",
+    "data",
     "fold_in",
     "functional",
     "gradcheck",
@@ -25,6 +26,7 @@ __all__ = [
     "layers",
     "losses",
     "manual_vjp",
+    "optim",
     "split",
     "summary",
     "value_and_grad",
