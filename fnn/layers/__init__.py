@@ -19,11 +19,15 @@ from fnn.layers.activations import (
 )
 from fnn.layers.dense import dense
 from fnn.layers.reshape import flatten, reshape
+from fnn.layers.recurrent import gru, lstm, rnn
 
 __all__ = [
     "dense",
     "flatten",
     "reshape",
+    "rnn",
+    "lstm",
+    "gru",
     "identity",
     "step",
     "sigmoid",
