@@ -6,7 +6,7 @@ A model is a :class:`Layer`: ``init(key, input_shape) -> (params, state)`` and
 for manual backpropagation.
 """
 
-from fnn import backend, data, functional, gradcheck, initializers, layers, losses, optim
+from fnn import backend, data, functional, gradcheck, initializers, layers, losses, models, optim
 from fnn.backend import fold_in, key, split
 from fnn.core import Layer, LayerError, summary
 from fnn.grad import manual_vjp, value_and_grad
@@ -26,6 +26,7 @@ __all__ = [
     "layers",
     "losses",
     "manual_vjp",
+    "models",
     "optim",
     "split",
     "summary",

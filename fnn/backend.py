@@ -59,6 +59,8 @@ __all__ = [
     "to_numpy",
     "add_at",
     "scan",
+    "xla_conv",
+    "xla_reduce_window",
 ]
 
 Array = Any
@@ -394,3 +396,65 @@ def tree_leaves_with_path(tree: PyTree) -> list[tuple[str, Any]]:
 def tree_size(tree: PyTree) -> int:
     """Total number of scalar entries in the tree's leaves."""
     return int(sum(int(np.prod(np.shape(leaf))) for leaf in tree_leaves(tree)))
+
+
+# --------------------------------------------------------------------------- #
+# Window kernels on XLA (convolution, pooling)
+# --------------------------------------------------------------------------- #
+# The NumPy backend computes convolutions and pooling with im2col / col2im
+# (fnn/layers/_im2col.py). On JAX the same rules run as XLA operations, which
+# use cuDNN on a GPU and stay fast under jit. Both functions take JAX arrays.
+
+
+def xla_conv(
+    lhs: Array,
+    rhs: Array,
+    *,
+    padding: Sequence[tuple[int, int]] = ((0, 0), (0, 0)),
+    strides: Sequence[int] = (1, 1),
+    lhs_dilation: Sequence[int] = (1, 1),
+    rhs_dilation: Sequence[int] = (1, 1),
+    dimension_numbers: tuple[str, str, str] = ("NHWC", "HWIO", "NHWC"),
+) -> Array:
+    """2-D cross-correlation ``lax.conv_general_dilated`` of JAX arrays of one dtype.
+
+    ``padding`` is ``((top, bottom), (left, right))``; a negative entry crops.
+    ``lhs_dilation`` inserts ``d - 1`` zeros between input pixels (the
+    transposed convolution of a strided one); ``rhs_dilation`` does the same
+    between kernel taps. ``dimension_numbers`` name the axes of the input,
+    kernel and output, e.g. ``("NHWC", "HWIO", "NHWC")``.
+    """
+    return lax.conv_general_dilated(
+        lhs,
+        rhs,
+        window_strides=tuple(int(s) for s in strides),
+        padding=tuple((int(lo), int(hi)) for lo, hi in padding),
+        lhs_dilation=tuple(int(d) for d in lhs_dilation),
+        rhs_dilation=tuple(int(d) for d in rhs_dilation),
+        dimension_numbers=dimension_numbers,
+    )
+
+
+def xla_reduce_window(
+    x: Array, reducer: str, window: Sequence[int], strides: Sequence[int], padding: Sequence[tuple[int, int]]
+) -> Array:
+    """Max or sum over the ``(kh, kw)`` windows of an NHWC JAX array (``lax.reduce_window``).
+
+    Padded cells hold the reduction's identity: ``-inf`` (the dtype's minimum
+    for integers) for ``"max"``, 0 for ``"sum"``. Under ``jax.grad`` a max
+    window sends its cotangent to the first maximum in row-major window order
+    (XLA's select-and-scatter with ``>=``), and overlapping windows add up.
+    """
+    # a concrete NumPy identity, so that lax recognises the monoid (max / add)
+    # and differentiates it; a traced init value would not be.
+    dtype = np.dtype(x.dtype)
+    if reducer == "max":
+        init = np.array(-np.inf if np.issubdtype(dtype, np.floating) else np.iinfo(dtype).min, dtype)
+        op = lax.max
+    elif reducer == "sum":
+        init, op = np.array(0, dtype), lax.add
+    else:
+        raise ValueError(f"xla_reduce_window: reducer must be 'max' or 'sum'; got {reducer!r}")
+    (kh, kw), (sh, sw) = window, strides
+    pads = ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0))
+    return lax.reduce_window(x, init, op, (1, int(kh), int(kw), 1), (1, int(sh), int(sw), 1), pads)

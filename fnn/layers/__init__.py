@@ -18,11 +18,22 @@ from fnn.layers.activations import (
     tanh,
 )
 from fnn.layers.dense import dense
+from fnn.layers.conv import conv2d
+from fnn.layers.dropout import dropout
+from fnn.layers.normalization import batch_norm, layer_norm
+from fnn.layers.pooling import avg_pool, global_avg_pool, max_pool
 from fnn.layers.reshape import flatten, reshape
 from fnn.layers.recurrent import gru, lstm, rnn
 
 __all__ = [
     "dense",
+    "conv2d",
+    "max_pool",
+    "avg_pool",
+    "global_avg_pool",
+    "batch_norm",
+    "layer_norm",
+    "dropout",
     "flatten",
     "reshape",
     "rnn",
