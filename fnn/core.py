@@ -38,6 +38,7 @@ __all__ = [
     "unique_names",
     "check_keys",
     "check_param_shapes",
+    "check_positive_int",
     "normalize_shape",
     "is_multi_shape",
 ]
@@ -221,6 +222,13 @@ def check_param_shapes(layer: str, params: Any, expected: Mapping[str, tuple]) -
         got = tuple(np.shape(params[k]))
         if got != tuple(shape):
             raise LayerError(layer, f"params[{k!r}] has shape {got}; expected {tuple(shape)} for this input")
+
+
+def check_positive_int(layer: str, what: str, value: Any) -> int:
+    """``value`` as an int, or a ValueError naming the layer and the argument."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{layer}: {what} must be a positive int; got {value!r}")
+    return int(value)
 
 
 def unique_names(layers: Sequence[Layer]) -> list[str]:

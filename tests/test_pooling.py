@@ -12,7 +12,7 @@ import pytest
 
 import fnn
 from fnn import layers as L
-from tests.conv_support import TOL, check_gradients, jitted, on_backend
+from tests.conv_support import check_gradients, jitted, on_backend
 
 
 def pair(v):

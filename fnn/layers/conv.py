@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from fnn import backend, initializers
-from fnn.core import Layer, LayerError, check_param_shapes
+from fnn.core import Layer, LayerError, check_param_shapes, check_positive_int
 from fnn.layers import _im2col as im
 
 __all__ = ["conv2d"]
@@ -40,11 +40,6 @@ _DIMS_DX = ("NHWC", "HWOI", "NHWC")
 # is laid out as the kernel (kh, kw, in, out).
 _DIMS_DW = ("CHWN", "IHWO", "HWNC")
 
-
-def _check_features(name: str, features: Any) -> int:
-    if isinstance(features, bool) or not isinstance(features, (int, np.integer)) or features <= 0:
-        raise ValueError(f"{name}: features must be a positive int; got {features!r}")
-    return int(features)
 
 
 def conv2d(
@@ -87,7 +82,7 @@ def conv2d(
     >>> y.shape
     (1, 4, 4, 4)
     """
-    features = _check_features(name, features)
+    features = check_positive_int(name, "features", features)
     window = im.pair(name, "kernel_size", kernel_size)
     strides = im.pair(name, "stride", stride)
     spec = im.padding_spec(name, padding)

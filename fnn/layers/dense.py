@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 
 from fnn import backend, initializers
-from fnn.core import Layer, LayerError, check_param_shapes, is_multi_shape
+from fnn.core import Layer, LayerError, check_param_shapes, check_positive_int, is_multi_shape
 
 __all__ = ["dense"]
 
-
-def _check_features(name: str, features: Any) -> int:
-    if isinstance(features, bool) or not isinstance(features, (int, np.integer)) or features <= 0:
-        raise ValueError(f"{name}: features must be a positive int; got {features!r}")
-    return int(features)
 
 
 def dense(
@@ -40,7 +34,7 @@ def dense(
     >>> y.shape
     (2, 3)
     """
-    features = _check_features(name, features)
+    features = check_positive_int(name, "features", features)
 
     def expected(in_features: int) -> dict:
         shapes = {"w": (in_features, features)}

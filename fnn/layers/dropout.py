@@ -11,7 +11,6 @@ Backward: ``dx = dy * mask / (1 - rate)`` in train mode, ``dx = dy`` in eval mod
 
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 
