@@ -53,7 +53,8 @@ def test_grads_keep_param_dtypes():
     params, state = MODEL.init(jax.random.key(0), (None, 4))  # float32
     x = jnp.ones((2, 4), jnp.float64)  # a float64 input must not turn the grads into float64
     for method in ("manual", "autodiff"):
-        (_, _), grads = fnn.value_and_grad(MODEL, losses.softmax_cross_entropy, method)(params, state, x, jnp.array([0, 1]))
+        f = jax.jit(fnn.value_and_grad(MODEL, losses.softmax_cross_entropy, method))
+        (_, _), grads = f(params, state, x, jnp.array([0, 1]))
         assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
 
 
