@@ -6,7 +6,7 @@ A model is a :class:`Layer`: ``init(key, input_shape) -> (params, state)`` and
 for manual backpropagation.
 """
 
-from fnn import backend, data, functional, gradcheck, initializers, layers, losses, models, optim
+from fnn import backend, checkpoint, data, functional, gradcheck, initializers, layers, losses, metrics, models, optim, train
 from fnn.backend import fold_in, key, split
 from fnn.core import Layer, LayerError, summary
 from fnn.grad import manual_vjp, value_and_grad
@@ -17,6 +17,7 @@ __all__ = [
     "Layer",
     "LayerError",
     "backend",
+    "checkpoint",
     "data",
     "fold_in",
     "functional",
@@ -26,9 +27,11 @@ __all__ = [
     "layers",
     "losses",
     "manual_vjp",
+    "metrics",
     "models",
     "optim",
     "split",
     "summary",
+    "train",
     "value_and_grad",
 ]

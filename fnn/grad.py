@@ -15,7 +15,7 @@ from fnn import backend
 from fnn.core import Layer
 from fnn.losses import Loss
 
-__all__ = ["value_and_grad", "manual_vjp"]
+__all__ = ["value_and_grad", "forward_and_grad", "manual_vjp"]
 
 PyTree = Any
 METHODS = ("manual", "autodiff")
@@ -31,17 +31,12 @@ def _like_params(grads: PyTree, params: PyTree) -> PyTree:
     return backend.tree_map(lambda g, p: g.astype(p.dtype) if g.dtype != p.dtype else g, grads, params)
 
 
-def value_and_grad(model: Layer, loss: Loss | Callable, method: str = "manual") -> Callable:
-    """``f(params, state, x, target, *, key=None) -> ((loss, new_state), grads)``.
+def forward_and_grad(model: Layer, loss: Loss | Callable, method: str = "manual") -> Callable:
+    """``f(params, state, x, target, *, key=None) -> (loss, new_state, pred, grads)``.
 
-    The model runs in train mode (batch statistics, dropout with ``key``);
-    ``new_state`` is what that forward pass returns.
-
-    * ``method="manual"``: forward with every layer's ``fwd``, then the reverse
-      sweep of hand-written ``bwd`` rules. Runs on NumPy and under ``jax.jit``.
-      ``loss`` must be an :class:`fnn.losses.Loss` (it needs its ``bwd``).
-    * ``method="autodiff"``: ``jax.value_and_grad`` of the pure forward
-      (``model.apply``); ``loss`` may be any JAX function ``(pred, target) -> scalar``.
+    The computation behind :func:`value_and_grad`, also returning the model's
+    output ``pred`` (a training step needs it for its metrics, without a
+    second forward pass).
     """
     if method not in METHODS:
         raise ValueError(f"value_and_grad: method must be one of {METHODS}; got {method!r}")
@@ -56,11 +51,10 @@ def value_and_grad(model: Layer, loss: Loss | Callable, method: str = "manual") 
             )
 
         def manual(params, state, x, target, *, key=None):
-            y, new_state, residuals = model.fwd(params, state, x, key=key, train=True)
-            value, loss_residuals = loss.fwd(y, target)
-            dy = loss.bwd(loss_residuals, 1.0)
-            grads, _ = model.bwd(params, residuals, dy)
-            return (value, new_state), _like_params(grads, params)
+            pred, new_state, residuals = model.fwd(params, state, x, key=key, train=True)
+            value, loss_residuals = loss.fwd(pred, target)
+            grads, _ = model.bwd(params, residuals, loss.bwd(loss_residuals, 1.0))
+            return value, new_state, pred, _like_params(grads, params)
 
         return manual
 
@@ -69,13 +63,34 @@ def value_and_grad(model: Layer, loss: Loss | Callable, method: str = "manual") 
 
     def autodiff(params, state, x, target, *, key=None):
         def objective(p):
-            y, new_state = model.apply(p, state, x, key=key, train=True)
-            return loss(y, target), new_state
+            pred, new_state = model.apply(p, state, x, key=key, train=True)
+            return loss(pred, target), (new_state, pred)
 
-        (value, new_state), grads = jax.value_and_grad(objective, has_aux=True)(params)
-        return (value, new_state), grads
+        (value, (new_state, pred)), grads = jax.value_and_grad(objective, has_aux=True)(params)
+        return value, new_state, pred, grads
 
     return autodiff
+
+
+def value_and_grad(model: Layer, loss: Loss | Callable, method: str = "manual") -> Callable:
+    """``f(params, state, x, target, *, key=None) -> ((loss, new_state), grads)``.
+
+    The model runs in train mode (batch statistics, dropout with ``key``);
+    ``new_state`` is what that forward pass returns.
+
+    * ``method="manual"``: forward with every layer's ``fwd``, then the reverse
+      sweep of hand-written ``bwd`` rules. Runs on NumPy and under ``jax.jit``.
+      ``loss`` must be an :class:`fnn.losses.Loss` (it needs its ``bwd``).
+    * ``method="autodiff"``: ``jax.value_and_grad`` of the pure forward
+      (``model.apply``); ``loss`` may be any JAX function ``(pred, target) -> scalar``.
+    """
+    run = forward_and_grad(model, loss, method)
+
+    def f(params, state, x, target, *, key=None):
+        value, new_state, _, grads = run(params, state, x, target, key=key)
+        return (value, new_state), grads
+
+    return f
 
 
 def manual_vjp(model: Layer) -> Layer:

@@ -221,7 +221,7 @@ def check_layer(
             out, _ = layer.apply(inp["params"], jax_state, inp["x"], key=key, train=train)
             return sum(backend.tree_leaves(backend.tree_map(lambda o, c: jnp.sum(o * c), out, jax_cot)))
 
-        grads["autodiff"] = backend.jax.grad(jax_scalar)(jax_inputs)
+        grads["autodiff"] = backend.jax.jit(backend.jax.grad(jax_scalar))(jax_inputs)
     if "numeric" in methods:
         if xp is not np:  # one compilation instead of op-by-op dispatch for every bumped entry
             scalar = backend.jax.jit(scalar)

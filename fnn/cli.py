@@ -1,0 +1,290 @@
+"""The ``fnn`` command.
+
+* ``fnn train`` — train a model on the bundled handwritten digits (or MNIST
+  from a directory), show a progress bar, print the test accuracy and save
+  the training curves as a PNG. With no options: an MLP trained by
+  hand-written backpropagation under ``jax.jit``, above 97% test accuracy in
+  a few seconds.
+* ``fnn gradcheck`` — every layer's and loss's hand-written backward rule
+  against ``jax.grad`` and finite differences, as a table.
+* ``fnn bench`` — the step time of manual backprop against autodiff for the
+  standard models.
+
+Run ``fnn <command> --help`` for the options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+import fnn
+from fnn import backend, checkpoint, data, gradcheck_suite, losses, models, optim, train
+from fnn import layers as L
+
+__all__ = ["main", "build_model", "build_optimizer", "load_data"]
+
+MODELS = ("mlp", "cnn", "lstm", "resnet")
+OPTIMIZERS = {  # name -> (constructor, default learning rate)
+    "sgd": (lambda lr: optim.sgd(lr), 0.1),
+    "momentum": (lambda lr: optim.sgd(lr, momentum=0.9), 0.02),
+    "nesterov": (lambda lr: optim.sgd(lr, momentum=0.9, nesterov=True), 0.02),
+    "adagrad": (lambda lr: optim.adagrad(lr), 0.05),
+    "rmsprop": (lambda lr: optim.rmsprop(lr), 1e-3),
+    "adam": (lambda lr: optim.adam(lr), 1e-3),
+    "adamw": (lambda lr: optim.adamw(lr, weight_decay=1e-4, mask=optim.decay_mask), 1e-3),
+}
+
+
+# --------------------------------------------------------------------------- #
+# Building blocks (importable, used by the tests too)
+# --------------------------------------------------------------------------- #
+
+
+def load_data(name: str, data_dir: str | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{"train", "val", "test"}`` splits of ``(x, y)`` with NHWC images.
+
+    digits: 20% held out for test, then 10% of the rest for validation (fixed
+    seeds, so every run sees the same split). mnist: the IDX files in
+    ``data_dir`` (60,000 train, of which 5,000 for validation; 10,000 test).
+    """
+    if name == "digits":
+        x, y = data.load_digits()
+        x_rest, y_rest, x_test, y_test = data.train_val_split(x, y, 0.2, seed=0)
+    elif name == "mnist":
+        if data_dir is None:
+            raise SystemExit("fnn train --data mnist needs --data-dir DIR, the directory holding the IDX files "
+                             f"({', '.join(s for pair in data.MNIST_FILES.values() for s in pair)}, .gz or not)")
+        x_rest, y_rest = data.load_mnist(data_dir, "train")
+        x_test, y_test = data.load_mnist(data_dir, "test")
+    else:
+        raise ValueError(f"unknown dataset {name!r}; expected 'digits' or 'mnist'")
+    x_train, y_train, x_val, y_val = data.train_val_split(x_rest, y_rest, 0.1 if name == "digits" else 1 / 12, seed=1)
+    return {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
+
+
+def build_model(name: str, image_shape: tuple[int, int, int], num_classes: int) -> fnn.Layer:
+    """The model called ``name`` for NHWC images of ``image_shape``.
+
+    mlp: :func:`fnn.models.mlp` with hidden layers (256, 128); cnn:
+    :func:`fnn.models.lenet5`; resnet: :func:`fnn.models.resnet`; lstm:
+    :func:`fnn.models.lstm_classifier` (128 units) reading each image as a
+    sequence of its rows (``reshape`` to ``(rows, cols * channels)`` first).
+    """
+    if name == "mlp":
+        return models.mlp((256, 128), num_classes=num_classes)
+    if name == "cnn":
+        return models.lenet5(num_classes)
+    if name == "resnet":
+        return models.resnet(num_classes)
+    if name == "lstm":
+        rows, cols, channels = image_shape
+        return L.serial(L.reshape((rows, cols * channels)), models.lstm_classifier(num_classes), name="lstm")
+    raise ValueError(f"unknown model {name!r}; expected one of {MODELS}")
+
+
+def build_optimizer(name: str, learning_rate: float | None = None) -> Any:
+    """The optimizer called ``name`` (see ``OPTIMIZERS``), at its default learning rate unless given."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; expected one of {sorted(OPTIMIZERS)}")
+    make, default = OPTIMIZERS[name]
+    return make(default if learning_rate is None else learning_rate)
+
+
+# --------------------------------------------------------------------------- #
+# fnn train
+# --------------------------------------------------------------------------- #
+
+
+def _train(args: argparse.Namespace) -> int:
+    if args.backend == "jax" and not backend.HAS_JAX:
+        raise SystemExit("fnn train --backend jax needs JAX (pip install 'fnn[jax]'); or use --backend numpy")
+    if args.resume and not args.checkpoint:
+        raise SystemExit("fnn train --resume needs --checkpoint DIR, the directory to resume from")
+    splits = load_data(args.data, args.data_dir)
+    x_train, y_train = splits["train"]
+    image_shape, num_classes = x_train.shape[1:], int(y_train.max()) + 1
+    model = build_model(args.model, image_shape, num_classes)
+    optimizer = build_optimizer(args.optimizer, args.lr)
+    loss = losses.softmax_cross_entropy
+    ts = train.init_state(model, optimizer, fnn.key(args.seed, backend=args.backend), (None,) + image_shape)
+    how = "hand-written backprop" if args.grad == "manual" else "autodiff"
+    where = f"jax ({backend.jax.default_backend()}, jit)" if args.backend == "jax" else "numpy (eager)"
+    lr = args.lr if args.lr is not None else OPTIMIZERS[args.optimizer][1]
+    print(f"fnn train: {args.model} ({backend.tree_size(ts.params):,} params) on {args.data} "
+          f"({len(x_train)} train / {len(splits['val'][0])} val / {len(splits['test'][0])} test), {how} on {where}, "
+          f"{args.optimizer} lr {lr:g}, {args.epochs} epochs of batch {args.batch_size}, seed {args.seed}")
+
+    start = time.perf_counter()
+    ts, history = train.fit(
+        model, loss, optimizer, ts, splits["train"], epochs=args.epochs, batch_size=args.batch_size,
+        validation_data=splits["val"], method=args.grad, grad_stats=args.grad_stats,
+        checkpoint_dir=args.checkpoint, checkpoint_every=args.checkpoint_every, resume=args.resume,
+        progress=not args.no_progress,
+    )
+    seconds = time.perf_counter() - start
+    if args.grad_stats and history.grad_stats:
+        print(_grad_table(history.grad_stats[-1]))
+    if history.stopped:
+        print(f"stopped early: {history.stopped['message']}")
+    scores = train.evaluate(model, ts.params, ts.state, *splits["test"], loss=loss)
+    n_test = len(splits["test"][0])
+    if history.records:
+        last = history.last
+        print(f"epoch {last['epoch']}: train loss {last['train_loss']:.4f}, accuracy {last['train_accuracy']:.2%}; "
+              f"validation loss {last['val_loss']:.4f}, accuracy {last['val_accuracy']:.2%}")
+    print(f"test accuracy: {scores['accuracy']:.2%} ({round(scores['accuracy'] * n_test)}/{n_test}), "
+          f"test loss {scores['loss']:.4f}; trained in {seconds:.1f} s")
+    if args.checkpoint:
+        print(f"checkpoint: {checkpoint.latest(args.checkpoint)}")
+    if args.out and history.records:
+        path = train.plot_history(history, args.out, title=f"fnn train: {args.model} on {args.data} ({how})")
+        print(f"training curves saved to {path}")
+    return 1 if history.stopped else 0
+
+
+def _grad_table(stats: dict[str, dict[str, float]]) -> str:
+    width = max(len("parameter"), *(len(p) for p in stats))
+    header = f"{'|g| mean':>10s}  {'max |g|':>10s}  {'non-finite':>10s}  {'|update|/|param|':>16s}"
+    lines = [f"{'parameter':{width}s}  {header}"]
+    for path, s in stats.items():
+        lines.append(f"{path:{width}s}  {s['grad_norm']:10.2e}  {s['grad_max']:10.2e}  {s['nonfinite']:10.0f}  "
+                     f"{s['update_ratio']:16.2e}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- #
+# fnn gradcheck
+# --------------------------------------------------------------------------- #
+
+
+def _gradcheck(args: argparse.Namespace) -> int:
+    if backend.HAS_JAX:
+        backend.jax.config.update("jax_enable_x64", True)  # the checks run in float64
+    cases = [c for c in gradcheck_suite.CASES if not args.names or any(n in c.name for n in args.names)]
+    if not cases:
+        names = [c.name for c in gradcheck_suite.CASES]
+        raise SystemExit(f"fnn gradcheck: no case matches {args.names}; cases: {names}")
+    methods = ("numeric",) if args.numeric_only or not backend.HAS_JAX else ("autodiff", "numeric")
+    results = []
+    for case in cases:  # one row at a time, so a long run shows progress
+        results.append(gradcheck_suite.run_case(case, methods=methods, seed=args.seed))
+        if not args.quiet:
+            print(f"  {case.name}: {'pass' if results[-1].passed else 'FAIL'}", file=sys.stderr)
+    print(gradcheck_suite.format_table(results))
+    return 0 if all(r.passed for r in results) else 1
+
+
+# --------------------------------------------------------------------------- #
+# fnn bench
+# --------------------------------------------------------------------------- #
+
+BENCH_MODELS = {  # name -> (build the model, shape of one example), at MNIST scale
+    "mlp": (lambda: L.serial(L.flatten, L.dense(512), L.relu, L.dense(512), L.relu, L.dense(10), name="mlp"), (784,)),
+    "cnn": (lambda: models.lenet5(10), (28, 28, 1)),
+    "lstm": (lambda: build_model("lstm", (28, 28, 1), 10), (28, 28, 1)),
+    "resnet": (lambda: models.resnet(10), (28, 28, 1)),
+}
+
+
+def _median_step(step, ts, x, y, repeats: int) -> float:
+    jax = backend.jax
+    ts, out = step(ts, x, y)
+    ts, out = step(ts, x, y)
+    jax.block_until_ready((ts, out))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        ts, out = step(ts, x, y)
+        jax.block_until_ready((ts, out))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    if not backend.HAS_JAX:
+        raise SystemExit("fnn bench compares jitted steps and needs JAX (pip install 'fnn[jax]')")
+    jax, jnp = backend.jax, backend.jnp
+    print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; SGD train step under jit, "
+          f"batch {args.batch_size}, median of {args.repeats}")
+    print(f"{'model':8s} {'params':>10s} {'autodiff ms':>12s} {'manual ms':>10s} {'manual/autodiff':>16s}")
+    rng = np.random.default_rng(0)
+    for name in args.models:
+        make, shape = BENCH_MODELS[name]
+        model, opt = make(), optim.sgd(0.01)
+        x = jnp.asarray(rng.standard_normal((args.batch_size,) + shape).astype(np.float32))
+        y = jnp.asarray(rng.integers(0, 10, args.batch_size).astype(np.int32))
+        ts = train.init_state(model, opt, fnn.key(0), (None,) + shape)
+        times = {}
+        for method in ("autodiff", "manual"):
+            step = train.train_step(model, losses.softmax_cross_entropy, opt, method, metrics={})
+            step = jax.jit(step, donate_argnums=0)
+            times[method] = _median_step(step, backend.tree_map(lambda a: a.copy(), ts), x, y, args.repeats)
+        print(f"{name:8s} {backend.tree_size(ts.params):10,d} {times['autodiff'] * 1e3:12.3f} "
+              f"{times['manual'] * 1e3:10.3f} {times['manual'] / times['autodiff']:16.2f}")
+    return 0
+
+
+# --------------------------------------------------------------------------- #
+# argument parsing
+# --------------------------------------------------------------------------- #
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fnn", description="Train, check and benchmark fnn models.")
+    commands = parser.add_subparsers(dest="command", metavar="{train,gradcheck,bench}")
+
+    t = commands.add_parser("train", help="train a model on the digits (or MNIST) and plot the training curves")
+    t.add_argument("--model", choices=MODELS, default="mlp")
+    t.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam")
+    t.add_argument("--lr", type=float, default=None, help="learning rate (default: the optimizer's usual one)")
+    t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--grad", choices=("manual", "autodiff"), default="manual",
+                   help="hand-written backward rules or jax.value_and_grad")
+    t.add_argument("--backend", choices=("jax", "numpy"), default="jax" if backend.HAS_JAX else "numpy")
+    t.add_argument("--data", choices=("digits", "mnist"), default="digits")
+    t.add_argument("--data-dir", default=None, help="directory of the MNIST / Fashion-MNIST IDX files")
+    t.add_argument("--checkpoint", default=None, metavar="DIR", help="save a checkpoint there after every epoch")
+    t.add_argument("--checkpoint-every", type=int, default=1, metavar="N")
+    t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --checkpoint")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", default="fnn_train.png", help="where to save the training curves (PNG)")
+    t.add_argument("--grad-stats", action="store_true", help="print per-parameter gradient statistics")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(run=_train)
+
+    g = commands.add_parser(
+        "gradcheck", help="check every layer's backward rule against autodiff and finite differences"
+    )
+    g.add_argument("names", nargs="*", help="only the cases whose name contains one of these")
+    g.add_argument("--numeric-only", action="store_true", help="skip the comparison with jax.grad")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--quiet", action="store_true", help="print the table only")
+    g.set_defaults(run=_gradcheck)
+
+    b = commands.add_parser("bench", help="manual backprop vs autodiff step time of the standard models")
+    b.add_argument("--models", nargs="+", choices=sorted(BENCH_MODELS), default=list(BENCH_MODELS))
+    b.add_argument("--batch-size", type=int, default=64)
+    b.add_argument("--repeats", type=int, default=20)
+    b.set_defaults(run=_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``fnn`` command; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

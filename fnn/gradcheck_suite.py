@@ -1,0 +1,215 @@
+"""The gradient checks of every layer and loss, as one registry: what
+``fnn gradcheck`` runs and prints.
+
+Each :class:`Case` builds a small layer, draws float64 inputs and runs
+:func:`fnn.gradcheck.check_layer`: the hand-written ``bwd`` against
+``jax.grad`` (when JAX is installed) and against central finite differences,
+for params and input. Adding a case is one line in :data:`CASES`::
+
+    Case("conv2d stride 2", lambda: L.conv2d(3, 3, stride=2, padding="same"), (2, 6, 6, 2)),
+
+>>> from fnn import gradcheck_suite
+>>> result = gradcheck_suite.run_case(gradcheck_suite.find("tanh"), methods=("numeric",))
+>>> result.passed, result.name
+(True, 'tanh')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from fnn import backend, gradcheck, losses
+from fnn import layers as L
+from fnn.core import Layer
+
+__all__ = ["Case", "Result", "CASES", "find", "run_case", "run", "format_table", "loss_as_layer"]
+
+Array = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One gradient check.
+
+    Attributes:
+        name: the row's label in the table.
+        build: ``() -> Layer`` (called when the case runs).
+        input_shape: the input's shape, batch axis included (a tuple of shapes
+            for layers taking several inputs).
+        train: run in train mode (batch statistics, dropout with a fixed key).
+        inputs: ``(rng, shape) -> x``; the default is standard normal entries
+            pushed at least 0.05 away from 0, the kink of relu and its kin.
+        max_entries: finite differences at this many random entries per leaf
+            (None: every entry).
+        tol: the largest relative error that passes.
+    """
+
+    name: str
+    build: Callable[[], Layer]
+    input_shape: tuple
+    train: bool = False
+    inputs: Callable[[np.random.Generator, tuple], Array] | None = None
+    max_entries: int | None = None
+    tol: float = 1e-6
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """The outcome of one case: the worst per-leaf relative errors (NaN when
+    that comparison did not run) and whether both are within ``tol``."""
+
+    name: str
+    autodiff: float
+    numeric: float
+    passed: bool
+    seconds: float
+    error: str | None = None
+
+
+def _away_from_kinks(rng: np.random.Generator, shape: tuple) -> np.ndarray:
+    x = rng.standard_normal(shape)
+    return np.where(x >= 0, x + 0.05, x - 0.05)
+
+
+def _draw(rng: np.random.Generator, shape: Any, inputs: Callable | None) -> Any:
+    make = inputs or _away_from_kinks
+    if isinstance(shape[0], tuple):
+        return tuple(make(rng, s) for s in shape)
+    return make(rng, shape)
+
+
+def loss_as_layer(loss: losses.Loss, target: Array) -> Layer:
+    """A loss with a fixed target, as a parameter-free layer ``pred -> loss(pred, target)``,
+    so that :func:`fnn.gradcheck.check_layer` checks its ``bwd``."""
+
+    def init(key, shape, dtype):
+        return {}, {}
+
+    def fwd(params, state, pred, key, train):
+        t = target if backend.namespace(pred) is np else backend.jnp.asarray(target)
+        value, residuals = loss.fwd(pred, t)
+        return value, state, residuals
+
+    def bwd(params, residuals, dvalue):
+        return {}, loss.bwd(residuals, dvalue)
+
+    return Layer(loss.name, init, lambda shape: (), fwd, bwd)
+
+
+_LABELS = np.array([0, 2, 1, 3])
+_SOFT = np.full((4, 4), 0.25)
+_BINARY = np.array([[0.0], [1.0], [1.0], [0.0]])
+
+
+def _probabilities(rng: np.random.Generator, shape: tuple) -> np.ndarray:
+    z = rng.standard_normal(shape)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _sigmoids(rng: np.random.Generator, shape: tuple) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-rng.standard_normal(shape)))
+
+
+# fmt: off
+CASES: list[Case] = [
+    # dense, activations, reshapes
+    Case("dense", lambda: L.dense(3), (4, 5)),
+    Case("dense (no bias)", lambda: L.dense(3, use_bias=False), (4, 5)),
+    *[Case(name, lambda name=name: getattr(L, name), (4, 5)) for name in
+      ("identity", "step", "sigmoid", "tanh", "relu", "gelu", "softplus", "softmax", "log_softmax")],
+    Case("leaky_relu", lambda: L.leaky_relu(0.1), (4, 5)),
+    Case("elu", lambda: L.elu(1.0), (4, 5)),
+    Case("prelu", lambda: L.prelu(0.25), (4, 5)),
+    Case("flatten", lambda: L.flatten, (2, 3, 4)),
+    Case("reshape", lambda: L.reshape((4, 3)), (2, 3, 4)),
+    # convolution and pooling
+    Case("conv2d valid", lambda: L.conv2d(3, 3), (2, 5, 5, 2)),
+    Case("conv2d same stride 2", lambda: L.conv2d(3, 3, stride=2, padding="same"), (2, 6, 6, 2)),
+    Case("max_pool 2", lambda: L.max_pool(2), (2, 4, 4, 3)),
+    Case("max_pool 3 stride 2 (overlap)", lambda: L.max_pool(3, stride=2), (2, 5, 5, 2)),
+    Case("avg_pool 2 same", lambda: L.avg_pool(2, padding="same"), (2, 5, 5, 2)),
+    Case("global_avg_pool", lambda: L.global_avg_pool, (2, 3, 3, 4)),
+    # normalisation and dropout
+    Case("batch_norm (train)", lambda: L.batch_norm(), (6, 3), train=True),
+    Case("batch_norm (eval)", lambda: L.batch_norm(), (6, 3)),
+    Case("batch_norm NHWC (train)", lambda: L.batch_norm(), (2, 3, 3, 2), train=True),
+    Case("layer_norm", lambda: L.layer_norm(), (4, 5)),
+    Case("dropout (train)", lambda: L.dropout(0.5), (4, 5), train=True),
+    # recurrent
+    Case("rnn", lambda: L.rnn(4), (2, 5, 3)),
+    Case("lstm", lambda: L.lstm(4), (2, 5, 3)),
+    Case("lstm (sequences)", lambda: L.lstm(4, return_sequences=True), (2, 5, 3)),
+    Case("gru", lambda: L.gru(4), (2, 5, 3)),
+    # combinators
+    Case("serial", lambda: L.serial(L.dense(4), L.tanh, L.dense(2)), (3, 5)),
+    Case("residual", lambda: L.residual(L.serial(L.dense(5), L.tanh)), (3, 5)),
+    Case("residual (projection)", lambda: L.residual(L.dense(4), L.dense(4)), (3, 5)),
+    Case("parallel", lambda: L.parallel(L.dense(2), L.tanh), ((3, 4), (3, 2))),
+    Case("fan_out + fan_in_sum", lambda: L.serial(L.fan_out(2), L.parallel(L.dense(3), L.dense(3)), L.fan_in_sum),
+         (3, 4)),
+    Case("fan_in_concat", lambda: L.fan_in_concat(), ((3, 2), (3, 4))),
+    # losses (the pred is the input)
+    Case("mse", lambda: loss_as_layer(losses.mse, _SOFT), (4, 4)),
+    Case("huber", lambda: loss_as_layer(losses.huber(0.5), _SOFT), (4, 4)),
+    Case("softmax_cross_entropy (labels)", lambda: loss_as_layer(losses.softmax_cross_entropy, _LABELS), (4, 4)),
+    Case("softmax_cross_entropy (soft)", lambda: loss_as_layer(losses.softmax_cross_entropy, _SOFT), (4, 4)),
+    Case("sigmoid_binary_cross_entropy", lambda: loss_as_layer(losses.sigmoid_binary_cross_entropy, _BINARY), (4, 1)),
+    Case("cross_entropy", lambda: loss_as_layer(losses.cross_entropy(), _LABELS), (4, 4), inputs=_probabilities),
+    Case("binary_cross_entropy", lambda: loss_as_layer(losses.binary_cross_entropy(), _BINARY), (4, 1),
+         inputs=_sigmoids),
+]
+# fmt: on
+
+
+def find(name: str) -> Case:
+    """The case called ``name``."""
+    for case in CASES:
+        if case.name == name:
+            return case
+    raise KeyError(f"no gradient-check case {name!r}; cases: {[c.name for c in CASES]}")
+
+
+def run_case(case: Case, *, methods: Sequence[str] | None = None, seed: int = 0) -> Result:
+    """Run one case in float64 on NumPy arrays. ``methods`` default to
+    ``("autodiff", "numeric")`` with JAX (which needs ``jax_enable_x64``),
+    ``("numeric",)`` without."""
+    if methods is None:
+        methods = ("autodiff", "numeric") if backend.HAS_JAX else ("numeric",)
+    start = time.perf_counter()
+    try:
+        layer = case.build()
+        rng = np.random.default_rng(seed)
+        key = np.random.default_rng(seed + 1)
+        params, state = layer.init(key, case.input_shape, dtype=np.float64)
+        x = _draw(rng, case.input_shape, case.inputs)
+        report = gradcheck.check_layer(layer, params, state, x, key=key if case.train else None, train=case.train,
+                                       max_entries=case.max_entries, methods=tuple(methods), seed=seed)
+    except Exception as err:  # noqa: BLE001 - reported as a failed row, the other cases still run
+        return Result(case.name, np.nan, np.nan, False, time.perf_counter() - start, f"{type(err).__name__}: {err}")
+    errors = {m: report.max_error("manual", m) if m in methods else np.nan for m in ("autodiff", "numeric")}
+    passed = all(errors[m] <= case.tol for m in methods)
+    return Result(case.name, errors["autodiff"], errors["numeric"], passed, time.perf_counter() - start)
+
+
+def run(cases: Sequence[Case] = CASES, *, methods: Sequence[str] | None = None, seed: int = 0) -> list[Result]:
+    """Run every case (each failure is a row, never an exception)."""
+    return [run_case(case, methods=methods, seed=seed) for case in cases]
+
+
+def format_table(results: Sequence[Result]) -> str:
+    """The results as a text table: layer, manual vs autodiff, manual vs finite differences, pass/fail."""
+    width = max(len("layer"), *(len(r.name) for r in results))
+    fmt = lambda v: "-" if np.isnan(v) else f"{v:.1e}"  # noqa: E731
+    lines = [f"{'layer':{width}s}  {'manual vs autodiff':>18s}  {'manual vs finite diff':>21s}  result"]
+    lines.append("-" * len(lines[0]))
+    for r in results:
+        verdict = "pass" if r.passed else ("ERROR " + (r.error or "") if r.error else "FAIL")
+        lines.append(f"{r.name:{width}s}  {fmt(r.autodiff):>18s}  {fmt(r.numeric):>21s}  {verdict}")
+    failed = sum(not r.passed for r in results)
+    lines.append(f"{len(results) - failed} of {len(results)} passed" + (f", {failed} failed" if failed else ""))
+    return "\n".join(lines)

@@ -1,0 +1,105 @@
+"""What a training run reports: one record per epoch, gradient statistics,
+why it stopped; and a plot of the training curves.
+
+>>> h = History()
+>>> h.append({"epoch": 1, "train_loss": 0.9, "val_loss": 1.0})
+>>> h.append({"epoch": 2, "train_loss": 0.5, "val_loss": 0.7})
+>>> h["val_loss"], len(h)
+([1.0, 0.7], 2)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+__all__ = ["History", "plot_history"]
+
+
+@dataclasses.dataclass
+class History:
+    """Per-epoch records of a :func:`fnn.train.fit` run.
+
+    Attributes:
+        records: one dict per finished epoch: ``epoch`` (1-based), ``step``
+            (updates applied at its end), ``train_loss``, ``train_<metric>``
+            (running means over the epoch's batches, in train mode),
+            ``val_loss``, ``val_<metric>`` (eval mode, when validation data was
+            given) and ``seconds`` (the epoch's wall time, validation included;
+            the first epoch on JAX includes compiling it).
+        grad_stats: with ``fit(grad_stats=True)``, one dict per epoch
+            ``{leaf path: {"grad_norm": mean, "grad_max": max, "nonfinite": sum,
+            "update_ratio": mean}}`` over the epoch's steps.
+        stopped: None, or why the run stopped early: ``{"reason", "epoch",
+            "batch", "step", "loss", "message"}`` (a non-finite loss or gradient).
+    """
+
+    records: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    grad_stats: list[dict[str, dict[str, float]]] = dataclasses.field(default_factory=list)
+    stopped: dict[str, Any] | None = None
+
+    def append(self, record: dict[str, float], grad_stats: dict | None = None) -> None:
+        self.records.append(dict(record))
+        if grad_stats is not None:
+            self.grad_stats.append(grad_stats)
+
+    def __getitem__(self, name: str) -> list[float]:
+        """The column ``name`` over the epochs, e.g. ``history["val_accuracy"]``."""
+        if self.records and name not in self.records[-1]:
+            raise KeyError(f"History has no column {name!r}; it has {sorted(self.records[-1])}")
+        return [r[name] for r in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def last(self) -> dict[str, float]:
+        """The record of the last finished epoch (``{}`` before the first)."""
+        return self.records[-1] if self.records else {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data (stored in checkpoints)."""
+        return {"records": self.records, "grad_stats": self.grad_stats, "stopped": self.stopped}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "History":
+        return cls([dict(r) for r in data.get("records", [])], list(data.get("grad_stats", [])), data.get("stopped"))
+
+
+def plot_history(history: History, path: str | Path, *, title: str | None = None) -> Path:
+    """Save the loss and accuracy curves (train and validation) as a PNG.
+
+    Needs matplotlib (``pip install 'fnn[plot]'``); uses the Agg backend, so
+    it runs without a display.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:  # pragma: no cover - matplotlib is a test dependency
+        raise ImportError("plot_history needs matplotlib: pip install 'fnn[plot]'") from err
+    columns = history.records[-1].keys() if history.records else ()
+    metrics = sorted({c.split("_", 1)[1] for c in columns if c.startswith(("train_", "val_"))} - {"loss"})
+    panels = ["loss"] + metrics
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
+    epochs = history["epoch"] if history.records else []
+    for ax, name in zip(axes[0], panels):
+        for split, style in (("train", "-"), ("val", "--")):
+            column = f"{split}_{name}"
+            if column in columns:
+                ax.plot(epochs, history[column], style, marker="o", markersize=3, label=split)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        if name == "loss":
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

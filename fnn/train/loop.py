@@ -1,0 +1,326 @@
+"""``fit``: the training loop. On JAX a whole epoch is one compiled call; on
+NumPy the same steps run eagerly, batch by batch.
+
+One epoch, on either backend:
+
+1. The order of the examples is a permutation drawn on the host (only the
+   indices go to the device) from ``ts.key`` and the epoch number alone; on
+   JAX the next epoch's order is drawn while the device runs this one.
+2. The ``n // batch_size`` full batches of that order run one
+   :func:`~fnn.train.train_step` each — on JAX inside one ``lax.scan``, with
+   the training set kept on the device and each batch gathered there.
+3. The last partial batch, when ``n % batch_size != 0``, runs as one extra
+   step of that smaller size (in the same compiled call): every example
+   contributes exactly once per epoch, nothing is dropped or repeated.
+4. The epoch's train loss and metrics are the means over its examples (each
+   batch mean weighted by the batch size), from the train-mode forward passes
+   of the steps themselves, so they cost no extra pass.
+
+A step whose loss or gradients are not finite stops the run: the state from
+before that step is kept (inside the compiled epoch every later step is
+masked out), ``history.stopped`` names the epoch and batch, and ``fit``
+returns normally.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from fnn import backend, checkpoint
+from fnn.core import Layer
+from fnn.data import check_batch_size, check_pair, key_bits, permutation, permutation_from_bits
+from fnn.metrics import Metric, check_metrics
+from fnn.train.evaluate import check_classes, evaluate_checked
+from fnn.train.history import History
+from fnn.train.state import TrainState
+from fnn.train.step import train_step
+
+__all__ = ["fit"]
+
+Array = Any
+
+
+# --------------------------------------------------------------------------- #
+# One epoch
+# --------------------------------------------------------------------------- #
+
+
+def _order(order: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """An epoch's order as ``(full batches (steps, batch_size), last partial batch or None)``."""
+    order = order.astype(np.int32)
+    full = len(order) // batch_size * batch_size
+    return order[:full].reshape(-1, batch_size), (order[full:] if full < len(order) else None)
+
+
+def _guarded(step: Callable, x: Array, y: Array) -> Callable:
+    """The scan body: one step on the examples ``idx``; once a step is not
+    finite, that step and every later one leave the state unchanged."""
+    jnp = backend.jnp
+
+    def body(carry, idx):
+        ts, bad = carry
+        new, out = step(ts, x[idx], y[idx])
+        ok = out["finite"] & ~bad
+        ts = backend.tree_map(lambda a, b: jnp.where(ok, a, b), new, ts)
+        return (ts, bad | ~out["finite"]), out
+
+    return body
+
+
+# step t draws from fold_in(key, t) with t < 2**31 (an int32 count), so this tag never collides with a step
+_SHUFFLE = 0xFFFFFFFF
+
+
+def _jax_epoch(step: Callable, ts: TrainState, x: Array, y: Array, batches: Array, tail: Array | None):
+    """One epoch: ``lax.scan`` of the guarded step over the full batches, then the partial one."""
+    body = _guarded(step, x, y)
+    carry, outs = backend.lax.scan(body, (ts, backend.jnp.zeros((), bool)), batches)
+    if tail is not None:
+        carry, tail = body(carry, tail)
+    return carry[0], outs, tail
+
+
+@functools.cache
+def _start() -> Callable:
+    """``ts -> (a copy of ts, the bits of its shuffle key)``, compiled once per
+    kind of state: fit donates the copy to the compiled epochs, never the caller's arrays."""
+    jax = backend.jax
+    return jax.jit(lambda ts: (jax.tree.map(backend.jnp.copy, ts), key_bits(jax.random.fold_in(ts.key, _SHUFFLE))))
+
+
+def _shuffler(key: Any, bits: Array | None, n: int) -> Callable[[int], np.ndarray]:
+    """``epoch -> that epoch's order of the n examples``, drawn on the host from the
+    run's key and the epoch number alone (so a resumed run shuffles as the original)."""
+    if isinstance(key, np.random.Generator):
+        root = backend.fold_in(key, _SHUFFLE)
+        return lambda epoch: permutation(backend.fold_in(root, epoch), n)
+    bits = np.asarray(bits).ravel()
+    return lambda epoch: permutation_from_bits(np.append(bits, np.uint32(epoch)), n)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_epoch(model, loss, optimizer, method, metric_items, grad_stats) -> Callable:
+    return _build_epoch(model, loss, optimizer, method, metric_items, grad_stats)
+
+
+def _build_epoch(model, loss, optimizer, method, metric_items, grad_stats) -> Callable:
+    step = train_step(model, loss, optimizer, method, metrics=dict(metric_items), grad_stats=grad_stats)
+    return backend.jax.jit(functools.partial(_jax_epoch, step), donate_argnums=0)
+
+
+def _compiled_epoch(*parts: Any) -> Callable:
+    """The jitted epoch, reused by every fit call with the same model, loss,
+    optimizer, method and metrics (so a resumed or repeated fit compiles nothing)."""
+    try:
+        hash(parts)
+    except TypeError:  # e.g. an optimizer holding a list: compile for this call only
+        return _build_epoch(*parts)
+    return _cached_epoch(*parts)
+
+
+def _numpy_epoch(step: Callable, ts: TrainState, x, y, batches, tail, on_batch: Callable) -> tuple[TrainState, list]:
+    outs = []
+    # overflow is detected and reported by fit itself (out["finite"]), not by NumPy warnings
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for idx in list(batches) + ([tail] if tail is not None else []):
+            new, out = step(ts, x[idx], y[idx])
+            outs.append(out)
+            if not out["finite"]:
+                break
+            ts = new
+            on_batch()
+    return ts, outs
+
+
+# --------------------------------------------------------------------------- #
+# Per-step outputs -> one epoch record
+# --------------------------------------------------------------------------- #
+
+
+def _columns(outs: Any, tail: Any) -> dict:
+    """Per-step outputs as NumPy columns ``(steps,)`` (full batches, then the tail)."""
+    if isinstance(outs, list):  # NumPy: one dict per step
+        return backend.tree_map(lambda *c: np.stack([np.asarray(v) for v in c]), *outs)
+    outs, tail = backend.jax.device_get((outs, tail))
+    if tail is None:
+        return outs
+    return backend.tree_map(lambda a, b: np.concatenate([a, np.asarray(b)[None]]), outs, tail)
+
+
+def _summarize(columns: dict, sizes: np.ndarray, metric_names: list[str]) -> tuple[dict, dict | None, int]:
+    """``(means, grad stats, number of good steps)`` over the steps before the first non-finite one."""
+    finite = columns["finite"].astype(bool)
+    good = int(np.argmin(finite)) if not finite.all() else len(finite)
+    w = sizes[:good].astype(np.float64)
+    record = {}
+    if good:
+        for name in ["loss"] + metric_names:
+            record[f"train_{name}"] = float(np.sum(columns[name][:good] * w) / w.sum())
+    grads = None
+    if "grad_stats" in columns and good:
+        reduce = {"grad_norm": np.mean, "grad_max": np.max, "nonfinite": np.sum, "update_ratio": np.mean}
+        grads = {
+            path: {stat: float(reduce[stat](values[:good])) for stat, values in stats.items()}
+            for path, stats in columns["grad_stats"].items()
+        }
+    return record, grads, good
+
+
+# --------------------------------------------------------------------------- #
+# fit
+# --------------------------------------------------------------------------- #
+
+
+def _stop(epoch: int, batch: int, batches: int, update: int, loss: float) -> dict[str, Any]:
+    """``history.stopped`` for a step whose loss or gradients were not finite."""
+    what = f"loss {loss}" if not np.isfinite(loss) else "gradients (the loss was finite)"
+    message = (f"non-finite {what} at epoch {epoch}, batch {batch} of {batches} (update {update}); "
+               f"stopped and kept the state after update {update - 1}")
+    return {"reason": "non-finite", "epoch": epoch, "batch": batch, "step": update, "loss": loss, "message": message}
+
+
+def _progress(total: int, initial: int, unit: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit=unit, dynamic_ncols=True, leave=True)
+
+
+def _postfix(record: dict) -> dict[str, str]:
+    short = {"train_loss": "loss", "train_accuracy": "acc", "val_loss": "val_loss", "val_accuracy": "val_acc"}
+    return {name: f"{record[k]:.4g}" for k, name in short.items() if k in record}
+
+
+def fit(
+    model: Layer,
+    loss: Any,
+    optimizer: Any,
+    state: TrainState,
+    train_data: tuple[Array, Array],
+    *,
+    epochs: int,
+    batch_size: int = 32,
+    validation_data: tuple[Array, Array] | None = None,
+    method: str = "manual",
+    metrics: Mapping[str, Metric] | None = None,
+    grad_stats: bool = False,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 1,
+    keep_checkpoints: int | None = 3,
+    resume: bool = False,
+    progress: bool = True,
+    eval_batch_size: int = 256,
+) -> tuple[TrainState, History]:
+    """Train ``model`` on ``train_data = (x, y)`` for ``epochs`` epochs; returns ``(state, history)``.
+
+    The backend is the state's: a JAX key in ``state`` trains with one
+    compiled call per epoch (the training set is copied to the device once;
+    ``state`` itself is never invalidated, a copy is donated), a NumPy
+    Generator trains eagerly. See the module docstring for what an epoch does.
+
+    Args:
+        model, loss, optimizer, method, metrics: as for :func:`~fnn.train.train_step`.
+        state: a :class:`TrainState`, e.g. from :func:`~fnn.train.init_state`.
+        epochs: the epoch to reach: a resumed run continues from its checkpoint up to it.
+        batch_size: examples per step, ``1 <= batch_size <= len(x)``.
+        validation_data: ``(x_val, y_val)`` evaluated after every epoch (eval mode).
+        grad_stats: record per-leaf gradient statistics each epoch (computed
+            inside the compiled step; see :mod:`fnn.train.step`) in ``history.grad_stats``.
+        checkpoint_dir: save the state and the history there every
+            ``checkpoint_every`` epochs and after the last one, keeping the
+            ``keep_checkpoints`` newest (:func:`fnn.checkpoint.save_numbered`).
+        resume: continue from the newest checkpoint in ``checkpoint_dir``
+            (``state`` is then the template it is loaded into). The result is the
+            same, bit for bit on CPU, as a run that was never interrupted.
+        progress: show a progress bar (tqdm) on stderr.
+        eval_batch_size: batch size of the validation passes.
+    """
+    if not isinstance(state, TrainState):
+        raise TypeError(
+            f"fit: state must be a fnn.train.TrainState (fnn.train.init_state(...)); got {type(state).__name__}"
+        )
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+        raise ValueError(f"fit: epochs must be a non-negative int; got {epochs!r}")
+    if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+        raise ValueError(f"fit: checkpoint_every must be a positive int; got {checkpoint_every!r}")
+    if resume and checkpoint_dir is None:
+        raise ValueError("fit(resume=True) needs checkpoint_dir, the directory to resume from")
+    x, y = train_data
+    n = check_pair(x, y)
+    batch_size = check_batch_size(batch_size, n)
+    check_classes(model, x, y)
+    if validation_data is not None:
+        val_batch = min(check_batch_size(eval_batch_size), check_pair(*validation_data))
+        check_classes(model, *validation_data)
+    metric_items = check_metrics(metrics, loss)
+    metric_names = [name for name, _ in metric_items]
+    on_jax = not isinstance(state.key, np.random.Generator)
+    step = train_step(model, loss, optimizer, method, metrics=dict(metric_items), grad_stats=grad_stats)
+
+    history, start = History(), 0
+    if resume and checkpoint.latest(checkpoint_dir) is not None:
+        path = checkpoint.latest(checkpoint_dir)
+        state = checkpoint.load(path, like=state)
+        meta = checkpoint.read_metadata(path)
+        history, start = History.from_dict(meta["history"]), int(meta["epoch"])
+
+    xp = backend.jnp if on_jax else np
+    x, y = xp.asarray(x), xp.asarray(y)
+    if validation_data is not None:
+        validation_data = tuple(xp.asarray(a) for a in validation_data)
+    sizes = np.array([batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else []))
+    if on_jax:
+        parts = (model, loss, optimizer, method, metric_items, grad_stats)
+        run_epoch = _compiled_epoch(*parts)
+        ts, bits = _start()(state)
+        order = _shuffler(state.key, bits, n)
+        bar = _progress(epochs, start, "epoch", progress)
+        if bar is not None:
+            bar.set_description_str("compiling")
+    else:
+        ts, order = state, _shuffler(state.key, None, n)
+        bar = _progress(epochs * len(sizes), start * len(sizes), "batch", progress)
+
+    upcoming = _order(order(start + 1), batch_size)
+    try:
+        for epoch in range(start + 1, epochs + 1):
+            began = time.perf_counter()
+            batches, tail = upcoming
+            if on_jax:
+                ts, outs, tail = run_epoch(ts, x, y, batches, tail)
+                upcoming = _order(order(epoch + 1), batch_size)  # on the host while the device runs
+                columns = _columns(outs, tail)
+            else:
+                ts, outs = _numpy_epoch(step, ts, x, y, batches, tail, bar.update if bar else lambda: None)
+                upcoming = _order(order(epoch + 1), batch_size)
+                columns = _columns(outs, None)
+            means, grads, good = _summarize(columns, sizes, metric_names)
+            if good < len(sizes):
+                history.stopped = _stop(epoch, good + 1, len(sizes), int(ts.step) + 1, float(columns["loss"][good]))
+                if bar is not None:
+                    bar.write(f"fnn.train.fit: {history.stopped['message']}")
+                break
+            record = {"epoch": epoch, "step": int(ts.step), **means}
+            if validation_data is not None:
+                scores = evaluate_checked(model, loss, metric_items, val_batch, ts.params, ts.state, *validation_data)
+                record.update({f"val_{k}": v for k, v in scores.items()})
+            record["seconds"] = time.perf_counter() - began
+            history.append(record, grads)
+            if bar is not None:
+                bar.set_description_str("")
+                bar.set_postfix(_postfix(record), refresh=False)
+                if on_jax:
+                    bar.update(1)
+            if checkpoint_dir is not None and (epoch % checkpoint_every == 0 or epoch == epochs):
+                meta = {"epoch": epoch, "history": history.to_dict(), "model": model.name, "batch_size": batch_size}
+                checkpoint.save_numbered(checkpoint_dir, epoch, ts, metadata=meta, keep=keep_checkpoints)
+    finally:
+        if bar is not None:
+            bar.close()
+    return ts, history
