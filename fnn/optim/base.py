@@ -162,7 +162,7 @@ def apply_updates(params: PyTree, updates: PyTree) -> PyTree:
 
     def add(p, u):
         p = xp.asarray(p)
-        return xp.asarray(p + u).astype(p.dtype)
+        return xp.asarray(p + u).astype(p.dtype, copy=False)
 
     return backend.tree_map(add, params, updates)
 

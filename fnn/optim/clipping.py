@@ -99,7 +99,7 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
         xp = backend.namespace(grads, state.global_norm)
         norm = global_norm(grads)
         factor = max_norm / xp.maximum(norm, max_norm)  # never divides by zero: max_norm > 0
-        updates = tree_map_arrays(xp, lambda g: g * factor.astype(g.dtype), grads)
+        updates = tree_map_arrays(xp, lambda g: g * factor.astype(g.dtype, copy=False), grads)
         return updates, ClipByGlobalNormState(xp.asarray(norm, dtype=state.global_norm.dtype))
 
     return GradientTransformation(init, update, "clip_by_global_norm")

@@ -65,7 +65,7 @@ def _scale_by_value(value: float | Schedule, sign: float, state_cls: type, name:
     def update(grads: PyTree, state, params: PyTree = None):
         count, current = state
         xp = backend.namespace(grads, count, current)
-        updates = tree_map_arrays(xp, lambda g: g * (sign * current).astype(g.dtype), grads)
+        updates = tree_map_arrays(xp, lambda g: g * (sign * current).astype(g.dtype, copy=False), grads)
         count = safe_increment(count)
         if schedule is not None:
             current = xp.asarray(schedule(count), dtype=current.dtype)

@@ -128,9 +128,9 @@ def trace(decay: float, nesterov: bool = False) -> GradientTransformation:
     def update(grads: PyTree, state: TraceState, params: PyTree = None):
         check_trees_match(where, state.trace, grads, shapes=True)
         xp = backend.namespace(grads, state.trace)
-        velocity = tree_map_arrays(xp, lambda g, v: (decay * v + g).astype(v.dtype), grads, state.trace)
+        velocity = tree_map_arrays(xp, lambda g, v: (decay * v + g).astype(v.dtype, copy=False), grads, state.trace)
         if nesterov:
-            updates = tree_map_arrays(xp, lambda g, v: (g + decay * v).astype(g.dtype), grads, velocity)
+            updates = tree_map_arrays(xp, lambda g, v: (g + decay * v).astype(g.dtype, copy=False), grads, velocity)
         else:
             updates = tree_map_arrays(xp, lambda g, v: v.astype(g.dtype), grads, velocity)
         return updates, TraceState(velocity)
@@ -166,8 +166,8 @@ def scale_by_adagrad(initial_accumulator_value: float = 0.0, eps: float = 1e-7) 
     def update(grads: PyTree, state: ScaleByAdagradState, params: PyTree = None):
         check_trees_match(where, state.sum_of_squares, grads, shapes=True)
         xp = backend.namespace(grads, state.sum_of_squares)
-        h = tree_map_arrays(xp, lambda g, h: (h + g * g).astype(h.dtype), grads, state.sum_of_squares)
-        updates = tree_map_arrays(xp, lambda g, h: (g / (xp.sqrt(h) + eps)).astype(g.dtype), grads, h)
+        h = tree_map_arrays(xp, lambda g, h: (h + g * g).astype(h.dtype, copy=False), grads, state.sum_of_squares)
+        updates = tree_map_arrays(xp, lambda g, h: (g / (xp.sqrt(h) + eps)).astype(g.dtype, copy=False), grads, h)
         return updates, ScaleByAdagradState(h)
 
     return GradientTransformation(init, update, where)
@@ -203,8 +203,8 @@ def scale_by_rms(decay: float = 0.9, eps: float = 1e-8, initial_scale: float = 0
     def update(grads: PyTree, state: ScaleByRmsState, params: PyTree = None):
         check_trees_match(where, state.nu, grads, shapes=True)
         xp = backend.namespace(grads, state.nu)
-        nu = tree_map_arrays(xp, lambda g, v: (decay * v + (1 - decay) * g * g).astype(v.dtype), grads, state.nu)
-        updates = tree_map_arrays(xp, lambda g, v: (g / (xp.sqrt(v) + eps)).astype(g.dtype), grads, nu)
+        nu = tree_map_arrays(xp, lambda g, v: (decay * v + (1 - decay) * g * g).astype(v.dtype, copy=False), grads, state.nu)
+        updates = tree_map_arrays(xp, lambda g, v: (g / (xp.sqrt(v) + eps)).astype(g.dtype, copy=False), grads, nu)
         return updates, ScaleByRmsState(nu)
 
     return GradientTransformation(init, update, where)
@@ -250,13 +250,13 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Grad
         t = xp.asarray(count, dtype=float)
         correction1 = 1 - b1**t
         correction2 = 1 - b2**t
-        mu = tree_map_arrays(xp, lambda g, m: (b1 * m + (1 - b1) * g).astype(m.dtype), grads, state.mu)
-        nu = tree_map_arrays(xp, lambda g, v: (b2 * v + (1 - b2) * g * g).astype(v.dtype), grads, state.nu)
+        mu = tree_map_arrays(xp, lambda g, m: (b1 * m + (1 - b1) * g).astype(m.dtype, copy=False), grads, state.mu)
+        nu = tree_map_arrays(xp, lambda g, v: (b2 * v + (1 - b2) * g * g).astype(v.dtype, copy=False), grads, state.nu)
 
         def direction(g, m, v):
-            m_hat = m / correction1.astype(m.dtype)
-            v_hat = v / correction2.astype(v.dtype)
-            return (m_hat / (xp.sqrt(v_hat) + eps)).astype(g.dtype)
+            m_hat = m / correction1.astype(m.dtype, copy=False)
+            v_hat = v / correction2.astype(v.dtype, copy=False)
+            return (m_hat / (xp.sqrt(v_hat) + eps)).astype(g.dtype, copy=False)
 
         updates = tree_map_arrays(xp, direction, grads, mu, nu)
         return updates, ScaleByAdamState(count, mu, nu)

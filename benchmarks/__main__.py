@@ -1,0 +1,48 @@
+"""Run the fnn benchmark suite and write its table.
+
+    python -m benchmarks [--quick] [--out benchmarks/results] [--only W1 W3] [--blas-threads N]
+
+Prints the environment and one table, and writes ``results.json``,
+``results.md`` and ``results.png`` into ``--out``. See ``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description="fnn benchmark suite")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and few repeats (seconds, for tests)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output directory")
+    parser.add_argument("--only", nargs="+", metavar="W", help="run only these workloads (W1 ... W5)")
+    parser.add_argument(
+        "--blas-threads",
+        type=int,
+        metavar="N",
+        help="set OMP/OPENBLAS/MKL_NUM_THREADS=N for NumPy's BLAS (only before NumPy is first imported)",
+    )
+    args = parser.parse_args(argv)
+    if args.blas_threads is not None:
+        if "numpy" in sys.modules:
+            parser.error("--blas-threads must be set before NumPy is imported (use python -m benchmarks)")
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(args.blas_threads)
+
+    # imported here so that --help stays fast; the suite runs NumPy before any XLA work
+    from benchmarks import report, suite
+
+    log = lambda message: print(message, file=sys.stderr, flush=True)
+    results = suite.run(quick=args.quick, only=tuple(args.only) if args.only else None, log=log)
+    env = report.environment_line()
+    print("\n".join(report.lines(results, env)))
+    paths = report.save(results, env, args.out)
+    print("\nwrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

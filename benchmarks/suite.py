@@ -1,0 +1,296 @@
+"""The benchmark suite: every workload's contenders timed side by side in one
+process, memory of the compiled steps, and the targets the issue sets.
+
+Order matters on a small CPU: the NumPy contenders run first, before any XLA
+computation, because once XLA has run its idle worker threads compete with
+NumPy's BLAS threads and slow NumPy down many times on 2 cores.
+
+Each figure is the median wall time of many calls of one train step
+(forward + backward + Adam update) after warm-up calls, compilation
+excluded, every result blocked on (``benchmarks.timing.median_time``). The
+contenders of a workload are timed in alternating rounds and each keeps its
+best round's median, so that load from other processes hits them alike.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+import fnn
+import fnn.optim
+from benchmarks import numpy_reference
+from benchmarks.timing import median_time
+from benchmarks.workloads import LEARNING_RATE, Workload, workloads
+
+# contender names, in table order
+MANUAL, AUTODIFF, PLAIN_JAX, FIT, TORCH = "fnn manual", "fnn autodiff", "plain JAX", "fnn fit", "PyTorch eager"
+PLAIN_LOOP = "plain JAX loop"  # W3: per-step time of a Python loop threading the state, blocked once per loop
+FNN_NUMPY, NUMPY_REF = "fnn NumPy", "NumPy reference"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How long to measure: warm-up calls, timed calls per round, alternating rounds."""
+
+    warmup: int = 3
+    repeats: int = 30
+    rounds: int = 3
+    fit_epochs: int = 5
+
+
+FULL = Settings()
+QUICK = Settings(warmup=1, repeats=3, rounds=1, fit_epochs=2)
+
+
+@dataclass(frozen=True)
+class Target:
+    """``numerator / denominator <= limit`` for one workload (``kind`` "time" or "memory")."""
+
+    workload: str
+    numerator: str
+    denominator: str
+    limit: float
+    kind: str = "time"
+
+
+TARGETS = (
+    Target("W1", MANUAL, PLAIN_JAX, 1.0),
+    Target("W2", MANUAL, PLAIN_JAX, 0.5),
+    Target("W2", MANUAL, TORCH, 1.0),
+    Target("W3", FIT, PLAIN_LOOP, 0.15),
+    Target("W4", MANUAL, AUTODIFF, 1.1),
+    Target("W5", MANUAL, AUTODIFF, 1.05),
+    Target("W1", FNN_NUMPY, NUMPY_REF, 1.0),
+    Target("W2", FNN_NUMPY, NUMPY_REF, 1.0),
+    Target("W1", MANUAL, AUTODIFF, 1.1, "memory"),
+    Target("W2", MANUAL, AUTODIFF, 1.1, "memory"),
+    Target("W4", MANUAL, AUTODIFF, 1.1, "memory"),
+)
+MEMORY_WORKLOADS = ("W1", "W2", "W4")
+STEPS_PER_EPOCH = 64  # W3: steps of one fit epoch, and of one timed Python loop
+
+
+def time_alternating(steps: dict[str, Callable[[], Any]], settings: Settings) -> dict[str, float]:
+    """Each step's best per-round median (seconds) over alternating rounds."""
+    best = {name: float("inf") for name in steps}
+    for _ in range(settings.rounds):
+        for name, step in steps.items():
+            seconds = median_time(step, warmup=settings.warmup, repeats=settings.repeats)
+            best[name] = min(best[name], seconds)
+    return best
+
+
+def fnn_step(workload: Workload, method: str) -> tuple[Callable, Any]:
+    """``step(params, state, opt_state, x, y) -> (params, state, opt_state, loss)`` and its optimizer."""
+    grad_fn = fnn.value_and_grad(workload.model, workload.loss, method=method)
+    opt = fnn.optim.adam(LEARNING_RATE)
+
+    def step(params, state, opt_state, x, y):
+        (loss, state), grads = grad_fn(params, state, x, y)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return fnn.optim.apply_updates(params, updates), state, opt_state, loss
+
+    return step, opt
+
+
+def numpy_init(workload: Workload) -> tuple[Any, Any]:
+    """The workload's params and state as NumPy arrays (seed 0): every contender starts from them."""
+    return workload.model.init(np.random.default_rng(0), (None, *workload.input_shape))
+
+
+# --------------------------------------------------------------------------- #
+# NumPy contenders (run before any JAX computation)
+# --------------------------------------------------------------------------- #
+
+
+def run_numpy(workload: Workload, settings: Settings) -> tuple[dict[str, float], str]:
+    """fnn's NumPy backend (manual backward) against the from-scratch reference."""
+    params, state = numpy_init(workload)
+    x, y = workload.data()
+    step, opt = fnn_step(workload, "manual")
+    opt_state = opt.init(params)
+    if workload.key == "W1":
+        net = numpy_reference.mlp(copy.deepcopy(params), len(workload.sizes["widths"]))
+    else:
+        net = numpy_reference.lenet(copy.deepcopy(params))
+    loss_fnn = float(step(params, state, opt_state, x, y)[3])
+    loss_ref = net.train_step(x, y)  # first step from the same params: the losses must agree
+    note = f"first loss fnn {loss_fnn:.5f} / reference {loss_ref:.5f}"
+    if not np.isclose(loss_fnn, loss_ref, rtol=1e-4):
+        note += " (MISMATCH)"
+    times = time_alternating(
+        {FNN_NUMPY: lambda: step(params, state, opt_state, x, y), NUMPY_REF: lambda: net.train_step(x, y)},
+        Settings(warmup=1, repeats=max(3, settings.repeats // 3), rounds=settings.rounds),
+    )
+    return times, note
+
+
+# --------------------------------------------------------------------------- #
+# JAX contenders
+# --------------------------------------------------------------------------- #
+
+
+def fit_per_step(workload: Workload, settings: Settings) -> tuple[float | None, str]:
+    """Median per-step time of ``fnn.train.fit`` (one compiled call per epoch), or ``None`` and why not."""
+    try:
+        from fnn import train
+    except Exception as error:  # noqa: BLE001 -- fnn.train is being written beside this suite
+        return None, f"fnn.train unavailable: {type(error).__name__}: {error}"
+    steps_per_epoch = STEPS_PER_EPOCH
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((workload.batch * steps_per_epoch, *workload.input_shape)).astype(np.float32)
+    y = (
+        rng.integers(0, workload.classes, len(x)).astype(np.int32)
+        if workload.classes
+        else rng.standard_normal((len(x), 1)).astype(np.float32)
+    )
+    opt = fnn.optim.adam(LEARNING_RATE)
+    try:
+        ts = train.init_state(workload.model, opt, fnn.key(0), (None, *workload.input_shape))
+        kwargs = {"batch_size": workload.batch, "metrics": {}, "progress": False}
+        ts, _ = train.fit(workload.model, workload.loss, opt, ts, (x, y), epochs=1, **kwargs)  # compiles
+        _, history = train.fit(workload.model, workload.loss, opt, ts, (x, y), epochs=settings.fit_epochs, **kwargs)
+        seconds = [s / steps_per_epoch for s in history["seconds"]]
+    except Exception as error:  # noqa: BLE001
+        return None, f"fnn.train.fit failed: {type(error).__name__}: {error}"
+    return statistics.median(seconds), f"{steps_per_epoch} steps per epoch, median of {len(seconds)} epochs"
+
+
+def python_loop_per_step(step: Callable, carry: tuple, x: Any, y: Any, settings: Settings) -> float:
+    """Median per-step time of a Python loop of ``STEPS_PER_EPOCH`` calls of the jitted
+    ``step(params, opt_state, x, y)``, each call taking the previous one's output and the
+    loop blocked on once at its end (so dispatch overlaps with compute, as in a real loop)."""
+
+    def loop():
+        params, opt_state = carry
+        for _ in range(STEPS_PER_EPOCH):
+            params, opt_state, loss = step(params, opt_state, x, y)
+        return loss
+
+    return median_time(loop, warmup=1, repeats=max(3, settings.repeats // 3)) / STEPS_PER_EPOCH
+
+
+def run_jax(workload: Workload, settings: Settings, with_memory: bool) -> tuple[dict[str, float], list[str], dict]:
+    """fnn manual, fnn autodiff and the plain-JAX reference (jitted, one call per step); fnn fit on W3."""
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks import references, resnet_reference
+
+    params, state = jax.tree.map(jnp.asarray, numpy_init(workload))
+    x, y = (jnp.asarray(a) for a in workload.data())
+    calls: dict[str, Callable[[], Any]] = {}
+    compiled: dict[str, Any] = {}
+    losses: dict[str, float] = {}
+    for method, name in (("manual", MANUAL), ("autodiff", AUTODIFF)):
+        step, opt = fnn_step(workload, method)
+        opt_state = opt.init(params)
+        args = (params, state, opt_state, x, y)
+        compiled[name] = jax.jit(step).lower(*args).compile()
+        losses[name] = float(compiled[name](*args)[3])
+        calls[name] = lambda f=compiled[name], a=args: f(*a)
+    notes: list[str] = []
+    ref = references.train_step(workload)
+    if ref is not None:  # W1-W4: step(params, opt_state, x, y) -> (params, opt_state, loss)
+        ref_args, loss_index = (params, references.adam_init(params), x, y), 2
+    else:  # W5: step(params, state, opt_state, x, y) -> (params, state, opt_state, loss)
+        ref = resnet_reference.train_step()
+        ref_args, loss_index = (params, state, references.adam_init(params), x, y), 3
+    ref_step = jax.jit(ref).lower(*ref_args).compile()
+    losses[PLAIN_JAX] = float(ref_step(*ref_args)[loss_index])
+    calls[PLAIN_JAX] = lambda: ref_step(*ref_args)
+    spread = max(losses.values()) - min(losses.values())
+    notes.append(
+        "first losses "
+        + ", ".join(f"{k} {v:.5f}" for k, v in losses.items())
+        + (" (MISMATCH)" if spread > 1e-3 * max(1.0, abs(losses[MANUAL])) else "")
+    )
+    times = time_alternating(calls, settings)
+    if workload.key == "W3":
+        times[PLAIN_LOOP] = python_loop_per_step(jax.jit(ref), ref_args[:2], x, y, settings)
+        notes.append(f"{PLAIN_LOOP}: {STEPS_PER_EPOCH} chained calls, blocked once at the end")
+    if workload.key == "W3":
+        seconds, note = fit_per_step(workload, settings)
+        notes.append(f"{FIT}: {note}")
+        if seconds is not None:
+            times[FIT] = seconds
+    memory = {}
+    if with_memory:
+        for name in (MANUAL, AUTODIFF):
+            analysis = compiled[name].memory_analysis()
+            memory[name] = None if analysis is None else int(analysis.temp_size_in_bytes)
+    return times, notes, memory
+
+
+def torch_note() -> str | None:
+    """``None`` if PyTorch is importable, else why its contender is skipped."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return "PyTorch not installed: its contender is skipped"
+    return "PyTorch is installed but its contender is not written yet: skipped"
+
+
+def run(quick: bool = False, only: tuple[str, ...] | None = None, log: Callable[[str], None] = print) -> dict:
+    """Run the suite; returns ``{"settings", "times", "memory", "notes", "targets", "titles"}``.
+
+    ``times[workload][contender]`` is seconds per step, ``memory[workload][contender]``
+    the compiled step's temp bytes.
+    """
+    settings = QUICK if quick else FULL
+    cases = {k: w for k, w in workloads(quick).items() if only is None or k in only}
+    times: dict[str, dict[str, float]] = {k: {} for k in cases}
+    notes: dict[str, list[str]] = {k: [] for k in cases}
+    memory: dict[str, dict[str, int | None]] = {}
+    for key in ("W1", "W2"):  # NumPy first: no XLA computation has run yet
+        if key in cases:
+            log(f"{key} NumPy contenders ...")
+            numpy_times, note = run_numpy(cases[key], settings)
+            times[key].update(numpy_times)
+            notes[key].append(f"NumPy: {note}")
+    for key, workload in cases.items():
+        log(f"{key} JAX contenders ...")
+        jax_times, jax_notes, mem = run_jax(workload, settings, key in MEMORY_WORKLOADS)
+        times[key].update(jax_times)
+        notes[key] += jax_notes
+        if mem:
+            memory[key] = mem
+    skip = torch_note()
+    if skip and "W2" in cases:
+        notes["W2"].append(skip)
+    return {
+        "settings": settings.__dict__ | {"quick": quick},
+        "titles": {k: w.title for k, w in cases.items()},
+        "times": times,
+        "memory": memory,
+        "notes": notes,
+        "targets": evaluate_targets(times, memory),
+    }
+
+
+def evaluate_targets(times: dict, memory: dict) -> list[dict]:
+    """Each target with its measured ratio and ``met`` (``None`` when a side was not measured)."""
+    rows = []
+    for t in TARGETS:
+        table = (memory if t.kind == "memory" else times).get(t.workload)
+        if table is None:
+            continue
+        num, den = table.get(t.numerator), table.get(t.denominator)
+        ratio = num / den if num is not None and den else None
+        rows.append(
+            {
+                "workload": t.workload,
+                "kind": t.kind,
+                "what": f"{t.numerator} / {t.denominator}",
+                "limit": t.limit,
+                "ratio": ratio,
+                "met": None if ratio is None else bool(ratio <= t.limit),
+            }
+        )
+    return rows

@@ -1,0 +1,123 @@
+"""The benchmark workloads W1-W5: an fnn model, its input shape, batch size,
+loss and a synthetic float32 batch, at full size or at a tiny ``quick`` size.
+
+Every workload trains with Adam (learning rate 1e-3); a train step is
+forward + backward + update. The data are random (the timings do not depend
+on their values), drawn from a fixed seed so that every contender sees the
+same batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+import fnn
+import fnn.models
+from fnn import layers as L
+
+LEARNING_RATE = 1e-3
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One benchmark case.
+
+    Attributes:
+        key: short name, ``"W1"`` ... ``"W5"``.
+        title: what is trained, with its sizes, for the table.
+        model: the fnn model (a Layer).
+        input_shape: one example's shape (no batch dimension).
+        batch: examples per step.
+        classes: number of classes (integer labels), or ``None`` for a
+            regression target of shape ``(batch, 1)`` trained with MSE.
+        sizes: the hyper-parameters the hand-written references need to
+            rebuild the same network (widths, kernel sizes, ...).
+    """
+
+    key: str
+    title: str
+    model: fnn.Layer
+    input_shape: tuple[int, ...]
+    batch: int
+    classes: int | None
+    sizes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def loss(self) -> fnn.losses.Loss:
+        """Softmax cross-entropy for classification, MSE for regression."""
+        return fnn.losses.softmax_cross_entropy if self.classes else fnn.losses.mse
+
+    def data(self, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """One batch ``(x, y)`` of NumPy arrays: float32 inputs, int32 labels
+        (or float32 regression targets)."""
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal((self.batch, *self.input_shape)).astype(np.float32)
+        if self.classes:
+            y = rng.integers(0, self.classes, self.batch).astype(np.int32)
+        else:
+            y = rng.standard_normal((self.batch, 1)).astype(np.float32)
+        return x, y
+
+
+def _mlp(widths: tuple[int, ...], outputs: int) -> fnn.Layer:
+    """``dense -> relu -> ... -> dense(outputs)`` (params ``dense``, ``dense_1``, ...)."""
+    hidden = [layer for width in widths for layer in (L.dense(width), L.relu)]
+    return L.serial(*hidden, L.dense(outputs))
+
+
+def workloads(quick: bool = False) -> dict[str, Workload]:
+    """The five workloads, keyed ``"W1"`` ... ``"W5"``; ``quick`` shrinks every size."""
+    mlp_widths = (32, 32) if quick else (512, 512)
+    lenet_batch = 4 if quick else 64
+    time_steps, hidden, features = (5, 8, 4) if quick else (50, 128, 32)
+    resnet_stages = (4, 8, 8) if quick else (16, 32, 64)
+    return {
+        "W1": Workload(
+            "W1",
+            f"MLP 784-{mlp_widths[0]}-{mlp_widths[1]}-10, batch {8 if quick else 128}",
+            _mlp(mlp_widths, 10),
+            (784,),
+            8 if quick else 128,
+            10,
+            {"widths": mlp_widths},
+        ),
+        "W2": Workload(
+            "W2",
+            f"LeNet 28x28x1, batch {lenet_batch}",
+            fnn.models.lenet5(padding="valid"),
+            (28, 28, 1),
+            lenet_batch,
+            10,
+            {"kernel": 5},
+        ),
+        "W3": Workload(
+            "W3",
+            "tiny MLP 2-16-16-1, batch 32 (MSE)",
+            _mlp((16, 16), 1),
+            (2,),
+            32,
+            None,
+            {"widths": (16, 16)},
+        ),
+        "W4": Workload(
+            "W4",
+            f"LSTM batch {4 if quick else 64}, T={time_steps}, hidden {hidden}, {features} features, dense head",
+            fnn.models.lstm_classifier(10, hidden),
+            (time_steps, features),
+            4 if quick else 64,
+            10,
+            {"hidden": hidden},
+        ),
+        "W5": Workload(
+            "W5",
+            f"ResNet {'-'.join(map(str, resnet_stages))} + batch norm, 8x8x1, batch {4 if quick else 64}",
+            fnn.models.resnet(10, stages=resnet_stages),
+            (8, 8, 1),
+            4 if quick else 64,
+            10,
+            {"stages": resnet_stages},
+        ),
+    }
