@@ -36,6 +36,24 @@ def _no_params(key, shape, dtype):
     return {}, {}
 
 
+def _tiled_argmax(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Max and first argmax (row-major in the window) of NumPy tiles
+    ``(N, OH, kh, OW, kw, C)``: ``y (N, OH, OW, C)`` and ``first`` of the same shape."""
+    n, oh, kh, ow, kw, c = t.shape
+    windows = t.transpose(0, 1, 3, 5, 2, 4).reshape(n, oh, ow, c, kh * kw)
+    first = windows.argmax(axis=-1)
+    return np.take_along_axis(windows, first[..., None], axis=-1)[..., 0], first
+
+
+def _untiled_at(first: np.ndarray, dy: np.ndarray, win: tuple[int, int]) -> np.ndarray:
+    """Tiles ``(N, OH, kh, OW, kw, C)`` holding ``dy`` at each window's ``first`` position, 0 elsewhere."""
+    n, oh, ow, c = dy.shape
+    kh, kw = win
+    windows = np.zeros((n, oh, ow, c, kh * kw), dy.dtype)
+    np.put_along_axis(windows, first[..., None], dy[..., None], axis=-1)  # a fresh array: nothing shared is written
+    return windows.reshape(n, oh, ow, c, kh, kw).transpose(0, 1, 4, 2, 5, 3)
+
+
 def _pool(kind: str, window: Any, stride: Any, padding: Any, count_include_pad: bool, name: str) -> Layer:
     win = im.pair(name, "window", window)
     strides = win if stride is None else im.pair(name, "stride", stride)
@@ -79,6 +97,9 @@ def _pool(kind: str, window: Any, stride: Any, padding: Any, count_include_pad: 
         else:
             x_pad = im.pad(x, pads, -np.inf if kind == "max" else 0.0)
             reduce = np.max if kind == "max" else np.sum
+            if tiled and kind == "max":  # keep each window's first argmax for a scatter-free backward
+                y, first = _tiled_argmax(im.tiles(x_pad, win, out_hw))
+                return y, state, (x, y, first)
             if tiled:  # a free reshape: (N, OH, kh, OW, kw, C)
                 y = reduce(im.tiles(x_pad, win, out_hw), axis=(2, 4))
             else:  # im2col: (N, OH, OW, kh, kw, C)
@@ -86,14 +107,17 @@ def _pool(kind: str, window: Any, stride: Any, padding: Any, count_include_pad: 
         if kind == "avg":
             y = y / counts(x_shape, x.dtype)
             return y, state, x
-        return y, state, (x, y)
+        return y, state, (x, y, None)
 
     def max_bwd(params, residuals, dy):
-        x, y = residuals
+        x, y, first = residuals
         xp = backend.namespace(x, dy)
         out_hw, pads, padded_hw = geometry(x.shape)
-        x_pad = im.pad(x, pads, -np.inf)
         n, c = x.shape[0], x.shape[3]
+        if first is not None:  # NumPy, tiled: put dy at each window's argmax
+            dx_pad = im.untile(_untiled_at(first, dy, win), padded_hw)
+            return {}, im.crop(dx_pad, pads, x.shape[1:3])
+        x_pad = im.pad(x, pads, -np.inf)
         if tiled:
             t = im.tiles(x_pad, win, out_hw)  # (N, OH, kh, OW, kw, C)
             order = np.arange(area).reshape(1, 1, win[0], 1, win[1], 1)  # row-major position in the window
