@@ -248,14 +248,15 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Grad
         xp = backend.namespace(grads, state.mu, state.count)
         count = safe_increment(state.count)
         t = xp.asarray(count, dtype=float)
-        correction1 = 1 - b1**t
-        correction2 = 1 - b2**t
+        # the bias corrections as scalar reciprocals: one multiply per entry instead of a divide
+        inv_correction1 = 1 / (1 - b1**t)
+        inv_correction2 = 1 / (1 - b2**t)
         mu = tree_map_arrays(xp, lambda g, m: (b1 * m + (1 - b1) * g).astype(m.dtype, copy=False), grads, state.mu)
         nu = tree_map_arrays(xp, lambda g, v: (b2 * v + (1 - b2) * g * g).astype(v.dtype, copy=False), grads, state.nu)
 
         def direction(g, m, v):
-            m_hat = m / correction1.astype(m.dtype, copy=False)
-            v_hat = v / correction2.astype(v.dtype, copy=False)
+            m_hat = m * inv_correction1.astype(m.dtype, copy=False)
+            v_hat = v * inv_correction2.astype(v.dtype, copy=False)
             return (m_hat / (xp.sqrt(v_hat) + eps)).astype(g.dtype, copy=False)
 
         updates = tree_map_arrays(xp, direction, grads, mu, nu)

@@ -76,12 +76,16 @@ def _guarded(step: Callable, x: Array, y: Array) -> Callable:
 _SHUFFLE = 0xFFFFFFFF
 
 
-def _jax_epoch(step: Callable, ts: TrainState, x: Array, y: Array, batches: Array, tail: Array | None):
-    """One epoch: ``lax.scan`` of the guarded step over the full batches, then the partial one."""
+def _jax_epoch(
+    step: Callable, tail_step: Callable | None, ts: TrainState, x: Array, y: Array, batches: Array, tail: Array | None
+):
+    """One epoch: ``lax.scan`` of the guarded step over the full batches, then the
+    partial one (with ``tail_step`` when given: a data-parallel run whose last
+    batch does not split over the devices runs it replicated)."""
     body = _guarded(step, x, y)
     carry, outs = backend.lax.scan(body, (ts, backend.jnp.zeros((), bool)), batches)
     if tail is not None:
-        carry, tail = body(carry, tail)
+        carry, tail = _guarded(tail_step or step, x, y)(carry, tail)
     return carry[0], outs, tail
 
 
@@ -104,13 +108,16 @@ def _shuffler(key: Any, bits: Array | None, n: int) -> Callable[[int], np.ndarra
 
 
 @functools.lru_cache(maxsize=16)
-def _cached_epoch(model, loss, optimizer, method, metric_items, grad_stats) -> Callable:
-    return _build_epoch(model, loss, optimizer, method, metric_items, grad_stats)
+def _cached_epoch(model, loss, optimizer, method, metric_items, grad_stats, mesh, tail_sharded) -> Callable:
+    return _build_epoch(model, loss, optimizer, method, metric_items, grad_stats, mesh, tail_sharded)
 
 
-def _build_epoch(model, loss, optimizer, method, metric_items, grad_stats) -> Callable:
-    step = train_step(model, loss, optimizer, method, metrics=dict(metric_items), grad_stats=grad_stats)
-    return backend.jax.jit(functools.partial(_jax_epoch, step), donate_argnums=0)
+def _build_epoch(model, loss, optimizer, method, metric_items, grad_stats, mesh=None, tail_sharded=True) -> Callable:
+    def make(mesh):
+        return train_step(model, loss, optimizer, method, metrics=dict(metric_items), grad_stats=grad_stats, mesh=mesh)
+
+    tail_step = None if tail_sharded else make(None)
+    return backend.jax.jit(functools.partial(_jax_epoch, make(mesh), tail_step), donate_argnums=0)
 
 
 def _compiled_epoch(*parts: Any) -> Callable:
@@ -216,6 +223,7 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     eval_batch_size: int = 256,
+    mesh: Any = None,
 ) -> tuple[TrainState, History]:
     """Train ``model`` on ``train_data = (x, y)`` for ``epochs`` epochs; returns ``(state, history)``.
 
@@ -240,6 +248,14 @@ def fit(
             same, bit for bit on CPU, as a run that was never interrupted.
         progress: show a progress bar (tqdm) on stderr.
         eval_batch_size: batch size of the validation passes.
+        mesh: train data-parallel over this ``jax.sharding.Mesh`` (axis
+            ``"data"``, e.g. :func:`fnn.parallel.data_mesh`; JAX only): the
+            training and validation data and the state are replicated on every
+            device, each batch is split over the devices, and the result is the
+            single-device one. ``batch_size`` must be divisible by the number of
+            devices; see :mod:`fnn.parallel`. With several processes, every
+            process passes the same data and state, and only process 0 writes
+            checkpoints.
     """
     if not isinstance(state, TrainState):
         raise TypeError(
@@ -261,6 +277,15 @@ def fit(
     metric_items = check_metrics(metrics, loss)
     metric_names = [name for name, _ in metric_items]
     on_jax = not isinstance(state.key, np.random.Generator)
+    tail_sharded = True
+    if mesh is not None:
+        from fnn import parallel
+
+        parallel.check_mesh(mesh, "fit")
+        if not on_jax:
+            raise TypeError("fit(mesh=...) needs a JAX train state (init_state with fnn.key(0)); got a NumPy Generator key")
+        parallel.check_batch(batch_size, mesh, "fit")
+        tail_sharded = (n % batch_size) % parallel.data_size(mesh) == 0
     step = train_step(model, loss, optimizer, method, metrics=dict(metric_items), grad_stats=grad_stats)
 
     history, start = History(), 0
@@ -271,12 +296,16 @@ def fit(
         history, start = History.from_dict(meta["history"]), int(meta["epoch"])
 
     xp = backend.jnp if on_jax else np
+    if mesh is not None:  # a full copy on every device; each step splits its batch
+        x, y, state = parallel.replicate((np.asarray(x), np.asarray(y), state), mesh)
+        if validation_data is not None:
+            validation_data = parallel.replicate(tuple(np.asarray(a) for a in validation_data), mesh)
     x, y = xp.asarray(x), xp.asarray(y)
     if validation_data is not None:
         validation_data = tuple(xp.asarray(a) for a in validation_data)
     sizes = np.array([batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else []))
     if on_jax:
-        parts = (model, loss, optimizer, method, metric_items, grad_stats)
+        parts = (model, loss, optimizer, method, metric_items, grad_stats, mesh, tail_sharded)
         run_epoch = _compiled_epoch(*parts)
         ts, bits = _start()(state)
         order = _shuffler(state.key, bits, n)
@@ -317,7 +346,8 @@ def fit(
                 bar.set_postfix(_postfix(record), refresh=False)
                 if on_jax:
                     bar.update(1)
-            if checkpoint_dir is not None and (epoch % checkpoint_every == 0 or epoch == epochs):
+            writes = checkpoint_dir is not None and (epoch % checkpoint_every == 0 or epoch == epochs)
+            if writes and (mesh is None or parallel.is_main_process()):
                 meta = {"epoch": epoch, "history": history.to_dict(), "model": model.name, "batch_size": batch_size}
                 checkpoint.save_numbered(checkpoint_dir, epoch, ts, metadata=meta, keep=keep_checkpoints)
     finally:

@@ -86,6 +86,7 @@ def train_step(
     *,
     metrics: Mapping[str, Metric] | None = None,
     grad_stats: bool = False,
+    mesh: Any = None,
 ) -> Callable[[TrainState, Array, Array], tuple[TrainState, dict]]:
     """A pure training step ``step(ts, x, y) -> (next_ts, out)``.
 
@@ -105,6 +106,11 @@ def train_step(
         metrics: ``{name: fn(pred, target)}`` reported in ``out`` (batch means);
             default :func:`fnn.metrics.default_metrics` of the loss.
         grad_stats: also report per-leaf gradient statistics in ``out["grad_stats"]``.
+        mesh: a ``jax.sharding.Mesh`` with a ``"data"`` axis (JAX only): the
+            batch is constrained to be split over that axis and the train state
+            to be replicated, so that under ``jax.jit`` the step runs data-parallel
+            (see :mod:`fnn.parallel`; the batch size must be divisible by the
+            axis size). The result is the single-device one.
 
     A non-finite loss or gradient is *not* skipped here (``out["finite"]`` is
     False and the update is applied); :func:`fnn.train.fit` stops on it and
@@ -112,8 +118,17 @@ def train_step(
     """
     grad_fn = forward_and_grad(model, loss, method)
     metric_items = check_metrics(metrics, loss)
+    if mesh is not None:
+        from fnn import parallel
+
+        parallel.check_mesh(mesh, "train_step")
 
     def step(ts: TrainState, x: Array, y: Array) -> tuple[TrainState, dict]:
+        if mesh is not None:
+            if isinstance(ts.key, np.random.Generator):
+                raise TypeError("train_step(mesh=...) needs a JAX train state (fnn.key(0)); got a NumPy Generator key")
+            ts = parallel.constrain_replicated(ts, mesh)
+            x, y = parallel.constrain_batch((x, y), mesh)
         value, new_state, pred, grads = grad_fn(ts.params, ts.state, x, y, key=step_key(ts.key, ts.step))
         updates, opt_state = optimizer.update(grads, ts.opt_state, ts.params)
         params = optim.apply_updates(ts.params, updates)
@@ -122,7 +137,10 @@ def train_step(
         out.update((name, fn(pred, y)) for name, fn in metric_items)
         if grad_stats:
             out["grad_stats"] = gradient_stats(grads, updates, ts.params)
-        return TrainState(params, new_state, opt_state, ts.step + 1, ts.key), out
+        next_ts = TrainState(params, new_state, opt_state, ts.step + 1, ts.key)
+        if mesh is not None:
+            next_ts = parallel.constrain_replicated(next_ts, mesh)
+        return next_ts, out
 
     return step
 
