@@ -66,9 +66,10 @@ def _check_input(name: str, params: Any, x: Any) -> None:
         raise LayerError(name, f"expected a single array, got a tuple of {len(x)} inputs")
 
 
-def _activation(name: str, fn: Callable, grad: Callable, keep: str) -> Activation:
-    """An activation whose backward is ``dx = grad(saved) * dy``; ``keep`` says
-    whether the input ``"x"``, the output ``"y"`` or ``"xy"`` is saved."""
+def _activation(name: str, fn: Callable, grad: Callable | None, keep: str, vjp: Callable | None = None) -> Activation:
+    """An activation whose backward is ``dx = grad(saved) * dy`` (or ``vjp(saved, dy)``
+    when given, to fuse the product); ``keep`` says whether the input ``"x"``,
+    the output ``"y"`` or ``"xy"`` is saved."""
 
     def fwd(params, state, x, key, train):
         _check_input(name, params, x)
@@ -78,7 +79,7 @@ def _activation(name: str, fn: Callable, grad: Callable, keep: str) -> Activatio
 
     def bwd(params, saved, dy):
         args = saved if keep == "xy" else (saved,)
-        return {}, grad(*args) * dy
+        return {}, vjp(*args, dy) if vjp is not None else grad(*args) * dy
 
     return Activation(name, _no_params, _same_shape(name), fwd, bwd, fn=fn)
 
@@ -96,7 +97,7 @@ identity = Activation(
 step = _activation("step", F.step, lambda x: backend.namespace(x).zeros_like(x), "x")
 sigmoid = _activation("sigmoid", F.sigmoid, F.d_sigmoid, "y")
 tanh = _activation("tanh", F.tanh, F.d_tanh, "y")
-relu = _activation("relu", F.relu, F.d_relu, "x")
+relu = _activation("relu", F.relu, None, "x", vjp=lambda x, dy: backend.namespace(x, dy).where(x > 0, dy, 0.0))
 gelu = _activation("gelu", F.gelu, F.d_gelu, "x")
 softplus = _activation("softplus", F.softplus, F.sigmoid, "x")
 
@@ -105,7 +106,9 @@ def leaky_relu(k: float = 0.01, *, name: str = "leaky_relu") -> Activation:
     """``x`` for ``x > 0``, else ``k * x``; the derivative at 0 is ``k``."""
     if not np.isfinite(k):
         raise ValueError(f"leaky_relu: k must be finite; got {k}")
-    return _activation(name, lambda x: F.leaky_relu(x, k), lambda x: F.d_leaky_relu(x, k), "x")
+    return _activation(
+        name, lambda x: F.leaky_relu(x, k), None, "x", vjp=lambda x, dy: backend.namespace(x, dy).where(x > 0, dy, k * dy)
+    )
 
 
 def elu(alpha: float = 1.0, *, name: str = "elu") -> Activation:
