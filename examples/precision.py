@@ -14,7 +14,18 @@ arithmetic all in that dtype. The script prints each dtype's machine
 epsilon, memory per parameter, test accuracy and time per epoch, and saves
 the loss curves.
 
+Mixed precision is the recipe that fixes the stall: ``mixed-bfloat16`` and
+``mixed-float16`` keep float32 parameters and optimizer state and compute the
+model in 16 bits (:func:`fnn.precision.policy`). float16 has only 5 exponent
+bits — gradients below ~6e-8 vanish, above 65504 overflow — so it also needs
+*dynamic loss scaling* (:func:`fnn.optim.dynamic_loss_scale`): the loss is
+multiplied by a scale S before the backward pass, the gradients divided by S
+in float32; a step that overflows is skipped and halves S, and S doubles after
+``--growth-interval`` clean steps. The run starts S at 2**24 on purpose, so
+the first steps overflow and the scale is seen settling.
+
     python examples/precision.py --out precision.png
+    python examples/precision.py --dtypes float32 bfloat16 mixed-bfloat16 mixed-float16
 """
 
 from __future__ import annotations
@@ -27,12 +38,22 @@ import numpy as np
 import fnn
 from fnn import backend, losses, models, optim, train
 
-DTYPES = ("float64", "float32", "bfloat16")
+DTYPES = ("float64", "float32", "bfloat16")  # the default comparison
+MIXED = ("mixed-bfloat16", "mixed-float16")  # float32 params, 16-bit compute
 
 
-def run(dtypes: tuple[str, ...], epochs: int, hidden: tuple[int, ...] = (128, 64), seed: int = 0) -> dict[str, dict]:
+def _dtype(name: str) -> np.dtype:
+    import ml_dtypes  # installed with JAX: NumPy's bfloat16
+
+    return np.dtype(ml_dtypes.bfloat16) if name == "bfloat16" else np.dtype(name)
+
+
+def run(dtypes: tuple[str, ...], epochs: int, hidden: tuple[int, ...] = (128, 64), seed: int = 0,
+        growth_interval: int = 200) -> dict[str, dict]:
     import jax
     import ml_dtypes  # installed with JAX: NumPy's bfloat16
+
+    import fnn.precision
 
     jax.config.update("jax_enable_x64", True)  # float64 on JAX is opt-in
     x, y = fnn.data.load_digits()
@@ -43,13 +64,19 @@ def run(dtypes: tuple[str, ...], epochs: int, hidden: tuple[int, ...] = (128, 64
     reference = train.init_state(model, opt, fnn.key(seed, backend="numpy"), (None,) + x.shape[1:], dtype=np.float64)
     results = {}
     for name in dtypes:
-        dtype = np.dtype(ml_dtypes.bfloat16) if name == "bfloat16" else np.dtype(name)
-        params = backend.tree_cast(reference.params, dtype)
-        host = train.TrainState(params, reference.state, opt.init(params), reference.step, None)
+        mixed = name.startswith("mixed-")
+        dtype = _dtype(name.removeprefix("mixed-"))  # the arithmetic's dtype
+        stored = np.dtype(np.float32) if mixed else dtype  # params, optimizer state and data
+        run_model = fnn.precision.policy(model, compute=dtype) if mixed else model
+        run_opt = opt
+        if name == "mixed-float16":  # start too high on purpose: watch the scale settle
+            run_opt = optim.dynamic_loss_scale(opt, init_scale=2.0**24, growth_interval=growth_interval)
+        params = backend.tree_cast(reference.params, stored)
+        host = train.TrainState(params, reference.state, run_opt.init(params), reference.step, None)
         ts = jax.device_put(host)._replace(key=fnn.key(seed))  # onto the device, training with a JAX key
         start = time.perf_counter()
-        ts, history = train.fit(model, loss, opt, ts, (x_train.astype(dtype), y_train), epochs=epochs, batch_size=32,
-                                validation_data=(x_test.astype(dtype), y_test), progress=False)
+        ts, history = train.fit(run_model, loss, run_opt, ts, (x_train.astype(stored), y_train), epochs=epochs,
+                                batch_size=32, validation_data=(x_test.astype(stored), y_test), progress=False)
         seconds = time.perf_counter() - start
         info = ml_dtypes.finfo(dtype)
         results[name] = {
@@ -61,6 +88,9 @@ def run(dtypes: tuple[str, ...], epochs: int, hidden: tuple[int, ...] = (128, 64
             "total_seconds": seconds,
             "param_dtype": str(backend.tree_leaves(ts.params)[0].dtype),
         }
+        if name == "mixed-float16":
+            results[name]["loss_scale"] = float(ts.opt_state.scale)
+            results[name]["skipped_steps"] = int(ts.opt_state.skipped)
     return results
 
 
@@ -77,7 +107,7 @@ def plot(results: dict, path: str) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("train loss")
-    ax.set_title("MLP on digits, Adam, everything in one dtype")
+    ax.set_title("MLP on digits, Adam: one dtype, or mixed precision")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -89,17 +119,22 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="precision.png")
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--dtypes", nargs="+", choices=DTYPES, default=list(DTYPES))
+    parser.add_argument("--dtypes", nargs="+", choices=DTYPES + MIXED, default=list(DTYPES),
+                        help="mixed-*: float32 params, 16-bit compute (float16 with dynamic loss scaling)")
+    parser.add_argument("--growth-interval", type=int, default=200, help="clean steps before the loss scale doubles")
     parser.add_argument("--hidden", type=int, nargs="+", default=[128, 64], help="hidden layer widths")
     args = parser.parse_args(argv)
     if not fnn.backend.HAS_JAX:
         raise SystemExit("precision.py compares dtypes under jax.jit and needs JAX (pip install 'fnn[jax]')")
 
-    results = run(tuple(args.dtypes), args.epochs, tuple(args.hidden))
-    print(f"{'dtype':9s} {'eps':>9s} {'bytes':>5s} {'final train loss':>16s} {'test acc':>8s} {'ms/epoch':>9s}")
+    results = run(tuple(args.dtypes), args.epochs, tuple(args.hidden), growth_interval=args.growth_interval)
+    print(f"{'dtype':14s} {'eps':>9s} {'bytes':>5s} {'final train loss':>16s} {'test acc':>8s} {'ms/epoch':>9s}")
     for name, r in results.items():
-        print(f"{name:9s} {r['eps']:9.2e} {r['bytes']:5d} {r['train_loss'][-1]:16.4f} {r['test_accuracy']:8.1%} "
+        print(f"{name:14s} {r['eps']:9.2e} {r['bytes']:5d} {r['train_loss'][-1]:16.4f} {r['test_accuracy']:8.1%} "
               f"{r['seconds_per_epoch'] * 1e3:9.1f}")
+        if "loss_scale" in r:
+            print(f"{'':14s} dynamic loss scale: started at 2**24, ended at {r['loss_scale']:g}; "
+                  f"{r['skipped_steps']} steps skipped for inf/NaN gradients")
     plot(results, args.out)
     print(f"saved {args.out}")
     return results

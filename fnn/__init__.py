@@ -6,7 +6,22 @@ A model is a :class:`Layer`: ``init(key, input_shape) -> (params, state)`` and
 for manual backpropagation.
 """
 
-from fnn import backend, checkpoint, data, functional, gradcheck, initializers, layers, losses, metrics, models, optim, train
+from fnn import (
+    backend,
+    checkpoint,
+    data,
+    functional,
+    gradcheck,
+    initializers,
+    layers,
+    losses,
+    metrics,
+    models,
+    optim,
+    parallel,
+    precision,
+    train,
+)
 from fnn.backend import fold_in, key, split
 from fnn.core import Layer, LayerError, summary
 from fnn.grad import manual_vjp, value_and_grad
@@ -30,6 +45,8 @@ __all__ = [
     "metrics",
     "models",
     "optim",
+    "parallel",
+    "precision",
     "split",
     "summary",
     "train",

@@ -4,7 +4,11 @@
   from a directory), show a progress bar, print the test accuracy and save
   the training curves as a PNG. With no options: an MLP trained by
   hand-written backpropagation under ``jax.jit``, above 97% test accuracy in
-  a few seconds.
+  a few seconds. With ``--coordinator HOST:PORT --num-processes N
+  --process-id I`` (or ``FNN_COORDINATOR`` / ``FNN_NUM_PROCESSES`` /
+  ``FNN_PROCESS_ID``), N processes train one data-parallel model over all
+  their devices (:mod:`fnn.parallel`); only process 0 writes checkpoints and
+  the plot.
 * ``fnn gradcheck`` — every layer's and loss's hand-written backward rule
   against ``jax.grad`` and finite differences, as a table.
 * ``fnn bench`` — the step time of manual backprop against autodiff for the
@@ -16,6 +20,7 @@ Run ``fnn <command> --help`` for the options.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -106,6 +111,16 @@ def _train(args: argparse.Namespace) -> int:
         raise SystemExit("fnn train --backend jax needs JAX (pip install 'fnn[jax]'); or use --backend numpy")
     if args.resume and not args.checkpoint:
         raise SystemExit("fnn train --resume needs --checkpoint DIR, the directory to resume from")
+    distributed = any(v is not None for v in (args.coordinator, args.num_processes, args.process_id))
+    distributed = distributed or bool(os.environ.get("FNN_COORDINATOR"))
+    mesh, main_process = None, True
+    if distributed:
+        if args.backend != "jax":
+            raise SystemExit("fnn train --coordinator/--num-processes/--process-id need --backend jax")
+        from fnn import parallel
+
+        parallel.initialize(args.coordinator, args.num_processes, args.process_id)  # before any other JAX call
+        mesh, main_process = parallel.data_mesh(), parallel.is_main_process()
     splits = load_data(args.data, args.data_dir)
     x_train, y_train = splits["train"]
     image_shape, num_classes = x_train.shape[1:], int(y_train.max()) + 1
@@ -116,6 +131,10 @@ def _train(args: argparse.Namespace) -> int:
     how = "hand-written backprop" if args.grad == "manual" else "autodiff"
     where = f"jax ({backend.jax.default_backend()}, jit)" if args.backend == "jax" else "numpy (eager)"
     lr = args.lr if args.lr is not None else OPTIMIZERS[args.optimizer][1]
+    if mesh is not None:
+        processes = backend.jax.process_count()
+        where += (f", data-parallel over {mesh.devices.size} devices in {processes} process{'es' * (processes > 1)} "
+                  f"(this is process {backend.jax.process_index()})")
     print(f"fnn train: {args.model} ({backend.tree_size(ts.params):,} params) on {args.data} "
           f"({len(x_train)} train / {len(splits['val'][0])} val / {len(splits['test'][0])} test), {how} on {where}, "
           f"{args.optimizer} lr {lr:g}, {args.epochs} epochs of batch {args.batch_size}, seed {args.seed}")
@@ -125,14 +144,15 @@ def _train(args: argparse.Namespace) -> int:
         model, loss, optimizer, ts, splits["train"], epochs=args.epochs, batch_size=args.batch_size,
         validation_data=splits["val"], method=args.grad, grad_stats=args.grad_stats,
         checkpoint_dir=args.checkpoint, checkpoint_every=args.checkpoint_every, resume=args.resume,
-        progress=not args.no_progress,
+        progress=not args.no_progress and main_process, mesh=mesh,
     )
     seconds = time.perf_counter() - start
     if args.grad_stats and history.grad_stats:
         print(_grad_table(history.grad_stats[-1]))
     if history.stopped:
         print(f"stopped early: {history.stopped['message']}")
-    scores = train.evaluate(model, ts.params, ts.state, *splits["test"], loss=loss)
+    test = splits["test"] if mesh is None else parallel.replicate(splits["test"], mesh)
+    scores = train.evaluate(model, ts.params, ts.state, *test, loss=loss)
     n_test = len(splits["test"][0])
     if history.records:
         last = history.last
@@ -140,9 +160,9 @@ def _train(args: argparse.Namespace) -> int:
               f"validation loss {last['val_loss']:.4f}, accuracy {last['val_accuracy']:.2%}")
     print(f"test accuracy: {scores['accuracy']:.2%} ({round(scores['accuracy'] * n_test)}/{n_test}), "
           f"test loss {scores['loss']:.4f}; trained in {seconds:.1f} s")
-    if args.checkpoint:
+    if args.checkpoint and main_process:
         print(f"checkpoint: {checkpoint.latest(args.checkpoint)}")
-    if args.out and history.records:
+    if args.out and history.records and main_process:
         path = train.plot_history(history, args.out, title=f"fnn train: {args.model} on {args.data} ({how})")
         print(f"training curves saved to {path}")
     return 1 if history.stopped else 0
@@ -257,6 +277,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="fnn_train.png", help="where to save the training curves (PNG)")
     t.add_argument("--grad-stats", action="store_true", help="print per-parameter gradient statistics")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="multi-process training: the address of process 0 (default $FNN_COORDINATOR)")
+    t.add_argument("--num-processes", type=int, default=None, metavar="N",
+                   help="multi-process training: how many processes (default $FNN_NUM_PROCESSES)")
+    t.add_argument("--process-id", type=int, default=None, metavar="I",
+                   help="multi-process training: this process's index, 0..N-1 (default $FNN_PROCESS_ID)")
     t.set_defaults(run=_train)
 
     g = commands.add_parser(

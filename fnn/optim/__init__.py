@@ -20,7 +20,8 @@ fnn does not depend on optax.
   :func:`scale_by_rms`, :func:`scale_by_adam`, :func:`add_decayed_weights`,
   :func:`clip`, :func:`clip_by_global_norm`;
 * per-parameter control: :func:`masked`, :func:`freeze`, :func:`partition`,
-  :func:`decay_mask`; robustness: :func:`skip_not_finite`;
+  :func:`decay_mask`; robustness: :func:`skip_not_finite`; float16 training:
+  :func:`dynamic_loss_scale`;
 * the learning rate as state: :func:`get_learning_rate`, :func:`set_learning_rate`;
 * schedules (module :mod:`fnn.optim.schedules`): :func:`constant_schedule`,
   :func:`linear_schedule`, :func:`exponential_decay`, :func:`piecewise_constant`,
@@ -39,6 +40,7 @@ from fnn.optim.learning_rate import (
     scale_by_schedule,
     set_learning_rate,
 )
+from fnn.optim.loss_scale import DynamicLossScaleState, LossScaler, dynamic_loss_scale
 from fnn.optim.masking import MaskedState, PartitionState, freeze, masked, partition
 from fnn.optim.schedules import (
     constant_schedule,
@@ -95,6 +97,8 @@ __all__ = [  # noqa: RUF022 (grouped by concept, not sorted)
     "partition",
     "skip_not_finite",
     "all_finite",
+    "dynamic_loss_scale",
+    "LossScaler",
     # learning rate as state
     "get_learning_rate",
     "set_learning_rate",
@@ -109,6 +113,7 @@ __all__ = [  # noqa: RUF022 (grouped by concept, not sorted)
     "MaskedState",
     "PartitionState",
     "SkipNotFiniteState",
+    "DynamicLossScaleState",
     # schedules
     "schedules",
     "constant_schedule",

@@ -112,12 +112,19 @@ def train_step(
             (see :mod:`fnn.parallel`; the batch size must be divisible by the
             axis size). The result is the single-device one.
 
-    A non-finite loss or gradient is *not* skipped here (``out["finite"]`` is
+    Loss scaling (float16): when ``optimizer`` has a ``loss_scale(opt_state)``
+    method (:func:`fnn.optim.dynamic_loss_scale`), the gradients are those of
+    ``loss_scale * loss`` (the optimizer unscales them and skips a step whose
+    gradients overflowed); ``out["loss"]`` is still the unscaled loss, and
+    ``out["finite"]`` then only says whether that loss is finite.
+
+    Otherwise a non-finite loss or gradient is *not* skipped here (``out["finite"]`` is
     False and the update is applied); :func:`fnn.train.fit` stops on it and
     keeps the state from before that step.
     """
     grad_fn = forward_and_grad(model, loss, method)
     metric_items = check_metrics(metrics, loss)
+    loss_scale = getattr(optimizer, "loss_scale", None)
     if mesh is not None:
         from fnn import parallel
 
@@ -129,11 +136,19 @@ def train_step(
                 raise TypeError("train_step(mesh=...) needs a JAX train state (fnn.key(0)); got a NumPy Generator key")
             ts = parallel.constrain_replicated(ts, mesh)
             x, y = parallel.constrain_batch((x, y), mesh)
-        value, new_state, pred, grads = grad_fn(ts.params, ts.state, x, y, key=step_key(ts.key, ts.step))
+        key = step_key(ts.key, ts.step)
+        if loss_scale is None:
+            value, new_state, pred, grads = grad_fn(ts.params, ts.state, x, y, key=key)
+        else:
+            factor = loss_scale(ts.opt_state)
+            scaled = forward_and_grad(model, _scaled(loss, factor), method)
+            value, new_state, pred, grads = scaled(ts.params, ts.state, x, y, key=key)
+            value = value / factor  # exact: the scale is a power of two
         updates, opt_state = optimizer.update(grads, ts.opt_state, ts.params)
         params = optim.apply_updates(ts.params, updates)
         xp = backend.namespace(value, grads)
-        out = {"loss": value, "finite": _all_finite(xp, value, grads)}
+        finite = xp.isfinite(value) if loss_scale is not None else _all_finite(xp, value, grads)
+        out = {"loss": value, "finite": finite}
         out.update((name, fn(pred, y)) for name, fn in metric_items)
         if grad_stats:
             out["grad_stats"] = gradient_stats(grads, updates, ts.params)
@@ -143,6 +158,22 @@ def train_step(
         return next_ts, out
 
     return step
+
+
+def _scaled(loss: Loss | Callable, factor: Array) -> Loss | Callable:
+    """``factor * loss``, keeping a hand-written ``bwd`` when ``loss`` has one."""
+    if isinstance(loss, Loss):
+        return Loss(
+            f"scaled_{loss.name}",
+            lambda pred, target: _times(loss.fwd(pred, target), factor),
+            lambda residuals, dvalue: loss.bwd(residuals, dvalue * factor),
+        )
+    return lambda pred, target: loss(pred, target) * factor
+
+
+def _times(value_and_residuals: tuple, factor: Array) -> tuple:
+    value, residuals = value_and_residuals
+    return value * factor, residuals
 
 
 def eval_batch(model: Layer, loss: Any, metrics: Mapping[str, Metric] | None = None) -> Callable:

@@ -1,0 +1,174 @@
+"""fnn.parallel.initialize: two processes on 127.0.0.1 train as one.
+
+Two subprocesses (this file run as a script) join one run through
+``jax.distributed.initialize`` on a free local port, with gloo CPU
+collectives, one CPU device each. Each feeds only its half of every global
+batch (``shard_batch``, i.e. ``jax.make_array_from_process_local_data``),
+and then runs ``fit(mesh=...)``. Both print their final parameters; the test
+compares them with each other and with a single-process run. Both processes
+are bounded by a timeout and killed on failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS, BATCH = 10, 32
+TIMEOUT = 120
+
+
+def setup():
+    import fnn
+
+    x, y = fnn.data.load_digits()
+    model = fnn.models.mlp((16,), num_classes=10)
+    opt = fnn.optim.sgd(0.1, momentum=0.9)
+    return x, y, model, fnn.losses.softmax_cross_entropy, opt
+
+
+def fresh_state(model, opt):
+    import jax
+
+    import fnn
+
+    host = fnn.train.init_state(model, opt, fnn.key(0, backend="numpy"), (None, 8, 8, 1))
+    return jax.device_put(host._replace(key=None))._replace(key=fnn.key(0))
+
+
+def flat(tree) -> list:
+    import jax
+
+    return [np.asarray(leaf).ravel().tolist() for leaf in jax.tree.leaves(tree)]
+
+
+def single() -> dict:
+    """The reference: one process, one device, the same global batches."""
+    import jax
+
+    import fnn
+
+    x, y, model, loss, opt = setup()
+    step = jax.jit(fnn.train.train_step(model, loss, opt))
+    ts = fresh_state(model, opt)
+    for i in range(STEPS):
+        ts, _ = step(ts, x[i * BATCH : (i + 1) * BATCH], y[i * BATCH : (i + 1) * BATCH])
+    fitted, _ = fnn.train.fit(model, loss, opt, fresh_state(model, opt), (x[:200], y[:200]), epochs=2,
+                              batch_size=BATCH, progress=False)
+    return {"step": flat(ts.params), "fit": flat(fitted.params)}
+
+
+def worker(checkpoints: str) -> dict:
+    import fnn
+    from fnn import parallel
+
+    parallel.initialize()  # from FNN_COORDINATOR, FNN_NUM_PROCESSES, FNN_PROCESS_ID
+    import jax
+
+    me, n = jax.process_index(), jax.process_count()
+    x, y, model, loss, opt = setup()
+    mesh = parallel.data_mesh()
+    step = jax.jit(fnn.train.train_step(model, loss, opt, mesh=mesh))
+    ts = parallel.replicate(fresh_state(model, opt), mesh)
+    local = BATCH // n
+    for i in range(STEPS):
+        lo = i * BATCH + me * local  # this process's share of global batch i
+        xs, ys = parallel.shard_batch((x[lo : lo + local], y[lo : lo + local]), mesh)
+        ts, _ = step(ts, xs, ys)
+    params = jax.tree.map(lambda a: a.addressable_data(0), ts.params)
+    fitted, history = fnn.train.fit(model, loss, opt, fresh_state(model, opt), (x[:200], y[:200]), epochs=2,
+                                    batch_size=BATCH, mesh=mesh, progress=False,
+                                    checkpoint_dir=Path(checkpoints) / f"process_{me}")
+    fit_params = jax.tree.map(lambda a: a.addressable_data(0), fitted.params)
+    return {
+        "process": me,
+        "processes": n,
+        "devices": len(jax.devices()),
+        "global_batch_shape": list(xs.shape),
+        "local_batch_shape": list(xs.addressable_data(0).shape),
+        "step": flat(params),
+        "fit": flat(fit_params),
+        "epochs": len(history),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    ckpt = tmp_path_factory.mktemp("ckpt")
+    env = dict(base, FNN_COORDINATOR=f"127.0.0.1:{free_port()}", FNN_NUM_PROCESSES="2")
+    procs = [
+        subprocess.Popen([sys.executable, __file__, "worker", str(ckpt)], cwd=REPO, env=dict(env, FNN_PROCESS_ID=str(i)),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)
+    ]
+    outs = []
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=TIMEOUT)
+            assert p.returncode == 0, err[-4000:]
+            outs.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    done = subprocess.run([sys.executable, __file__, "single"], cwd=REPO, env=base, capture_output=True, text=True,
+                          timeout=TIMEOUT, check=False)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return outs, json.loads(done.stdout.strip().splitlines()[-1]), ckpt
+
+
+def max_diff(a: list, b: list) -> float:
+    return max(float(np.max(np.abs(np.asarray(u) - np.asarray(v)))) for u, v in zip(a, b))
+
+
+def test_two_processes_form_one_mesh(runs):
+    outs, _, _ = runs
+    assert [o["process"] for o in outs] == [0, 1]
+    assert all(o["processes"] == 2 and o["devices"] == 2 for o in outs)
+    assert all(o["global_batch_shape"][0] == BATCH and o["local_batch_shape"][0] == BATCH // 2 for o in outs)
+
+
+@pytest.mark.parametrize("what", ["step", "fit"])
+def test_processes_agree_with_each_other_and_with_one_process(runs, what):
+    outs, reference, _ = runs
+    assert max_diff(outs[0][what], outs[1][what]) == 0.0  # replicated: the very same values
+    assert max_diff(outs[0][what], reference[what]) < 1e-5
+
+
+def test_only_process_zero_writes_checkpoints(runs):
+    outs, _, ckpt = runs
+    assert all(o["epochs"] == 2 for o in outs)
+    written = {p.name: len(list(p.iterdir())) for p in Path(ckpt).iterdir()}
+    assert written.get("process_0", 0) >= 1 and written.get("process_1", 0) == 0, written
+
+
+def test_cli_has_the_multiprocess_options(capsys):
+    from fnn import cli
+
+    with pytest.raises(SystemExit, match="need --backend jax"):
+        cli.main(["train", "--backend", "numpy", "--num-processes", "2", "--epochs", "0"])
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert all(flag in out for flag in ("--coordinator", "--num-processes", "--process-id"))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    print(json.dumps(worker(sys.argv[2]) if sys.argv[1] == "worker" else single()))
