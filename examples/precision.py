@@ -25,7 +25,7 @@ in float32; a step that overflows is skipped and halves S, and S doubles after
 the first steps overflow and the scale is seen settling.
 
     python examples/precision.py --out precision.png
-    python examples/precision.py --dtypes float32 bfloat16 mixed-bfloat16 mixed-float16
+    python examples/precision.py --dtypes float32 mixed-float16
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import numpy as np
 import fnn
 from fnn import backend, losses, models, optim, train
 
-DTYPES = ("float64", "float32", "bfloat16")  # the default comparison
+DTYPES = ("float64", "float32", "bfloat16")  # every parameter and computation in that dtype
 MIXED = ("mixed-bfloat16", "mixed-float16")  # float32 params, 16-bit compute
 
 
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="precision.png")
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--dtypes", nargs="+", choices=DTYPES + MIXED, default=list(DTYPES),
+    parser.add_argument("--dtypes", nargs="+", choices=DTYPES + MIXED, default=list(DTYPES + MIXED),
                         help="mixed-*: float32 params, 16-bit compute (float16 with dynamic loss scaling)")
     parser.add_argument("--growth-interval", type=int, default=200, help="clean steps before the loss scale doubles")
     parser.add_argument("--hidden", type=int, nargs="+", default=[128, 64], help="hidden layer widths")

@@ -52,7 +52,10 @@ function raises a clear ``ImportError`` when called.
 
 from __future__ import annotations
 
+import math
 import os
+import socket
+import time
 from typing import Any, Sequence
 
 import numpy as np
@@ -232,6 +235,7 @@ def initialize(
     process_id: int | None = None,
     *,
     cpu_collectives: str | None = "gloo",
+    timeout: float = 300.0,
 ) -> None:
     """Join a multi-process run (``jax.distributed.initialize``); call it first,
     before any other JAX call, in every process.
@@ -245,6 +249,11 @@ def initialize(
         cpu_collectives: the collectives library for CPU devices
             (``jax_cpu_collectives_implementation``; ``"gloo"`` works on any
             machine); ``None`` leaves JAX's setting alone.
+        timeout: seconds to wait for the coordinator. A process other than 0
+            first waits for the coordinator's port to open and raises a
+            ``TimeoutError`` naming it if it does not within ``timeout``
+            (JAX itself would abort the process); the same limit is passed to
+            ``jax.distributed.initialize`` for the rest of the start-up.
 
     When neither arguments nor variables are given, JAX's own cluster
     detection (SLURM, Kubernetes, ...) is used. Example, two processes on one
@@ -269,9 +278,32 @@ def initialize(
         raise ValueError(f"initialize: num_processes must be >= 1; got {n}")
     if n is not None and i is not None and not 0 <= i < n:
         raise ValueError(f"initialize: process_id must be in [0, {n}); got {i}")
+    if not timeout > 0:
+        raise ValueError(f"initialize: timeout must be > 0 seconds; got {timeout}")
+    if args["coordinator_address"] is not None and i not in (None, 0):
+        _wait_for_coordinator(args["coordinator_address"], timeout)
     if cpu_collectives is not None:
         jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
-    jax.distributed.initialize(**args)
+    jax.distributed.initialize(**args, initialization_timeout=int(math.ceil(timeout)))
+
+
+def _wait_for_coordinator(address: str, timeout: float) -> None:
+    """Return once ``host:port`` accepts a TCP connection; TimeoutError after ``timeout`` seconds."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"initialize: coordinator_address must be 'host:port'; got {address!r}")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+                return
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"initialize: the coordinator {address} did not answer within {timeout:g} s; start process 0 "
+                    "first (it runs the coordinator) and check the address and port"
+                ) from None
+            time.sleep(0.2)
 
 
 def is_main_process() -> bool:

@@ -58,11 +58,11 @@ def test_hyperparameter_search_on_a_log_scale(tmp_path, capsys):
     assert "measured once" in capsys.readouterr().out
 
 
-def test_precision_float64_float32_bfloat16(tmp_path):
+def test_precision_float64_float32_bfloat16_float16(tmp_path):
     png = tmp_path / "precision.png"
     results = example("precision").main(["--out", str(png), "--epochs", "2", "--hidden", "32"])
-    assert list(results) == ["float64", "float32", "bfloat16"]
-    assert [r["param_dtype"] for r in results.values()] == ["float64", "float32", "bfloat16"]
+    assert list(results) == ["float64", "float32", "bfloat16", "mixed-bfloat16", "mixed-float16"]
+    assert [r["param_dtype"] for r in results.values()] == ["float64", "float32", "bfloat16", "float32", "float32"]
     assert results["bfloat16"]["eps"] == 2**-7 and results["float32"]["eps"] == 2**-23
     f64, f32 = results["float64"]["train_loss"], results["float32"]["train_loss"]
     assert f64 == pytest.approx(f32, rel=1e-3)  # float32 trains as float64 does

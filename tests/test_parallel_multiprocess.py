@@ -88,7 +88,18 @@ def worker(checkpoints: str) -> dict:
                                     batch_size=BATCH, mesh=mesh, progress=False,
                                     checkpoint_dir=Path(checkpoints) / f"process_{me}")
     fit_params = jax.tree.map(lambda a: a.addressable_data(0), fitted.params)
+    # every process resumes from process 0's checkpoint (a shared directory) and
+    # must end where an uninterrupted three-epoch run ends
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices("checkpoint written")
+    data, common = (x[:200], y[:200]), dict(batch_size=BATCH, mesh=mesh, progress=False)
+    resumed, _ = fnn.train.fit(model, loss, opt, fresh_state(model, opt), data, epochs=3, resume=True,
+                               checkpoint_dir=Path(checkpoints) / "process_0", **common)
+    straight, _ = fnn.train.fit(model, loss, opt, fresh_state(model, opt), data, epochs=3, **common)
     return {
+        "resumed": flat(jax.tree.map(lambda a: a.addressable_data(0), resumed.params)),
+        "straight": flat(jax.tree.map(lambda a: a.addressable_data(0), straight.params)),
         "process": me,
         "processes": n,
         "devices": len(jax.devices()),
@@ -111,18 +122,25 @@ def runs(tmp_path_factory):
     base = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
     ckpt = tmp_path_factory.mktemp("ckpt")
     env = dict(base, FNN_COORDINATOR=f"127.0.0.1:{free_port()}", FNN_NUM_PROCESSES="2")
+    # output to files, not pipes: a process blocked on a full pipe would stall the other at shutdown
+    logs = tmp_path_factory.mktemp("logs")
+    files = [(open(logs / f"out_{i}", "w+"), open(logs / f"err_{i}", "w+")) for i in range(2)]
     procs = [
         subprocess.Popen([sys.executable, __file__, "worker", str(ckpt)], cwd=REPO, env=dict(env, FNN_PROCESS_ID=str(i)),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for i in range(2)
+                         stdout=out, stderr=err, text=True)
+        for i, (out, err) in enumerate(files)
     ]
     outs = []
     try:
-        for p in procs:
-            out, err = p.communicate(timeout=TIMEOUT)
-            assert p.returncode == 0, err[-4000:]
-            outs.append(json.loads(out.strip().splitlines()[-1]))
+        for p, (out, err) in zip(procs, files):
+            p.wait(timeout=TIMEOUT)
+            out.seek(0), err.seek(0)
+            assert p.returncode == 0, err.read()[-4000:]
+            outs.append(json.loads(out.read().strip().splitlines()[-1]))
     finally:
+        for handles in files:
+            for f in handles:
+                f.close()
         for p in procs:
             if p.poll() is None:
                 p.kill()
@@ -167,6 +185,34 @@ def test_cli_has_the_multiprocess_options(capsys):
         cli.main(["train", "--help"])
     out = capsys.readouterr().out
     assert all(flag in out for flag in ("--coordinator", "--num-processes", "--process-id"))
+
+
+def test_a_coordinator_that_never_answers_is_a_clear_error_not_a_hang():
+    import time
+
+    import fnn.parallel
+
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
+    start = time.monotonic()
+    with pytest.raises(TimeoutError, match=rf"initialize: the coordinator {address} did not answer within 1 s"):
+        fnn.parallel.initialize(address, num_processes=2, process_id=1, timeout=1.0)
+    assert time.monotonic() - start < 10
+
+
+def test_process_ids_beyond_the_expected_count_are_refused():
+    import fnn.parallel
+
+    with pytest.raises(ValueError, match=r"initialize: process_id must be in \[0, 2\); got 2"):
+        fnn.parallel.initialize("127.0.0.1:1234", num_processes=2, process_id=2)
+    with pytest.raises(ValueError, match=r"coordinator_address must be 'host:port'; got 'nowhere'"):
+        fnn.parallel.initialize("nowhere", num_processes=2, process_id=1, timeout=1.0)
+
+
+def test_every_process_resumes_from_the_same_checkpoint(runs):
+    outs, _, _ = runs
+    for out in outs:
+        assert max_diff(out["resumed"], out["straight"]) == 0.0
+    assert max_diff(outs[0]["resumed"], outs[1]["resumed"]) == 0.0
 
 
 if __name__ == "__main__":
