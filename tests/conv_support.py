@@ -18,15 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import fnn
-
-TOL = 1e-7  # relative error bound of every float64 gradient check
-
-
-def on_backend(tree, backend_name: str):
-    """The same tree as NumPy or as JAX arrays."""
-    if backend_name == "jax":
-        return jax.tree.map(jnp.asarray, tree)
-    return jax.tree.map(np.asarray, tree)
+from tests.helpers import TOL, on_backend  # noqa: F401  (re-exported for the conv-family tests)
 
 
 def is_jax(*trees) -> bool:
