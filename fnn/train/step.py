@@ -49,13 +49,6 @@ def step_key(key: Any, step: Any) -> Any:
     return backend.jax.random.fold_in(key, step)
 
 
-def _all_finite(xp, value: Array, tree: PyTree) -> Array:
-    ok = xp.isfinite(value)
-    for leaf in backend.tree_leaves(tree):
-        ok = ok & xp.all(xp.isfinite(leaf))
-    return ok
-
-
 def gradient_stats(grads: PyTree, updates: PyTree, params: PyTree) -> dict[str, dict[str, Array]]:
     """Per parameter leaf: ``grad_norm``, ``grad_max``, ``nonfinite`` and
     ``update_ratio`` (see the module docstring), reduced in at least float32."""
@@ -147,7 +140,7 @@ def train_step(
         updates, opt_state = optimizer.update(grads, ts.opt_state, ts.params)
         params = optim.apply_updates(ts.params, updates)
         xp = backend.namespace(value, grads)
-        finite = xp.isfinite(value) if loss_scale is not None else _all_finite(xp, value, grads)
+        finite = xp.isfinite(value) if loss_scale is not None else optim.all_finite((value, grads))
         out = {"loss": value, "finite": finite}
         out.update((name, fn(pred, y)) for name, fn in metric_items)
         if grad_stats:
