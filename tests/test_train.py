@@ -44,7 +44,7 @@ def test_fit_reaches_97_percent_on_digits(digits, method):
     assert history["val_accuracy"][-1] >= 0.97, history.last
     scores = train.evaluate(model, ts.params, ts.state, x_test, y_test, loss=CE)
     assert scores["accuracy"] == pytest.approx(history["val_accuracy"][-1], abs=1e-6)
-    assert not ts0.params["dense"]["w"].is_deleted()  # fit donates a copy, never the caller's state
+    assert not ts0.params["dense"]["w"].is_deleted()  # fit never invalidates the caller's state
 
 
 def test_fit_runs_eagerly_on_numpy(digits):

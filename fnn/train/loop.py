@@ -4,8 +4,11 @@ NumPy the same steps run eagerly, batch by batch.
 One epoch, on either backend:
 
 1. The order of the examples is a permutation drawn on the host (only the
-   indices go to the device) from ``ts.key`` and the epoch number alone; on
-   JAX the next epoch's order is drawn while the device runs this one.
+   indices go to the device) from ``ts.key`` and the epoch number alone. On
+   JAX the next epoch is drawn and queued on the device before this one's
+   results are read back, so the device never waits for the host's
+   bookkeeping (each epoch's ``seconds`` is the time since the previous
+   epoch's record).
 2. The ``n // batch_size`` full batches of that order run one
    :func:`~fnn.train.train_step` each — on JAX inside one ``lax.scan``, with
    the training set kept on the device and each batch gathered there.
@@ -17,17 +20,22 @@ One epoch, on either backend:
    of the steps themselves, so they cost no extra pass.
 
 A step whose loss or gradients are not finite stops the run: the state from
-before that step is kept (inside the compiled epoch every later step is
-masked out), ``history.stopped`` names the epoch and batch, and ``fit``
-returns normally.
+before that step is kept, ``history.stopped`` names the epoch and batch, and
+``fit`` returns normally. On JAX the compiled epoch runs the plain steps
+(every step reports whether it was finite); only when one was not is the
+epoch replayed from its starting state by a guarded scan that masks out that
+step and every later one. The common, finite epoch thus pays nothing for the
+guard: no per-step select over the whole train state, which on a small model
+costs as much as the step itself.
 """
 
 from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -76,25 +84,45 @@ def _guarded(step: Callable, x: Array, y: Array) -> Callable:
 _SHUFFLE = 0xFFFFFFFF
 
 
+def _plain(step: Callable, x: Array, y: Array) -> Callable:
+    """The scan body of a finite epoch: one step on the examples ``idx``."""
+
+    def body(ts, idx):
+        return step(ts, x[idx], y[idx])
+
+    return body
+
+
 def _jax_epoch(
-    step: Callable, tail_step: Callable | None, ts: TrainState, x: Array, y: Array, batches: Array, tail: Array | None
+    step: Callable,
+    tail_step: Callable | None,
+    guarded: bool,
+    ts: TrainState,
+    x: Array,
+    y: Array,
+    batches: Array,
+    tail: Array | None,
 ):
-    """One epoch: ``lax.scan`` of the guarded step over the full batches, then the
+    """One epoch: ``lax.scan`` of the step over the full batches, then the
     partial one (with ``tail_step`` when given: a data-parallel run whose last
-    batch does not split over the devices runs it replicated)."""
-    body = _guarded(step, x, y)
-    carry, outs = backend.lax.scan(body, (ts, backend.jnp.zeros((), bool)), batches)
+    batch does not split over the devices runs it replicated). ``guarded``:
+    a non-finite step and every later one leave the state unchanged."""
+    if not guarded:
+        ts, outs = backend.lax.scan(_plain(step, x, y), ts, batches)
+        if tail is not None:
+            ts, tail = _plain(tail_step or step, x, y)(ts, tail)
+        return ts, outs, tail
+    carry, outs = backend.lax.scan(_guarded(step, x, y), (ts, backend.jnp.zeros((), bool)), batches)
     if tail is not None:
         carry, tail = _guarded(tail_step or step, x, y)(carry, tail)
     return carry[0], outs, tail
 
 
 @functools.cache
-def _start() -> Callable:
-    """``ts -> (a copy of ts, the bits of its shuffle key)``, compiled once per
-    kind of state: fit donates the copy to the compiled epochs, never the caller's arrays."""
+def _shuffle_bits() -> Callable:
+    """``key -> the bits of its shuffle key``, compiled once."""
     jax = backend.jax
-    return jax.jit(lambda ts: (jax.tree.map(backend.jnp.copy, ts), key_bits(jax.random.fold_in(ts.key, _SHUFFLE))))
+    return jax.jit(lambda key: key_bits(jax.random.fold_in(key, _SHUFFLE)))
 
 
 def _shuffler(key: Any, bits: Array | None, n: int) -> Callable[[int], np.ndarray]:
@@ -112,17 +140,24 @@ def _cached_epoch(model, loss, optimizer, method, metric_items, grad_stats, mesh
     return _build_epoch(model, loss, optimizer, method, metric_items, grad_stats, mesh, tail_sharded)
 
 
-def _build_epoch(model, loss, optimizer, method, metric_items, grad_stats, mesh=None, tail_sharded=True) -> Callable:
+def _build_epoch(
+    model, loss, optimizer, method, metric_items, grad_stats, mesh=None, tail_sharded=True
+) -> tuple[Callable, Callable]:
     def make(mesh):
         return train_step(model, loss, optimizer, method, metrics=dict(metric_items), grad_stats=grad_stats, mesh=mesh)
 
-    tail_step = None if tail_sharded else make(None)
-    return backend.jax.jit(functools.partial(_jax_epoch, make(mesh), tail_step), donate_argnums=0)
+    step, tail_step = make(mesh), None if tail_sharded else make(None)
+    jit = backend.jax.jit
+    # not donated: the epoch's starting state is kept for a guarded replay
+    # (the guarded epoch compiles only when a step was not finite)
+    return jit(functools.partial(_jax_epoch, step, tail_step, False)), jit(
+        functools.partial(_jax_epoch, step, tail_step, True)
+    )
 
 
-def _compiled_epoch(*parts: Any) -> Callable:
-    """The jitted epoch, reused by every fit call with the same model, loss,
-    optimizer, method and metrics (so a resumed or repeated fit compiles nothing)."""
+def _compiled_epoch(*parts: Any) -> tuple[Callable, Callable]:
+    """The jitted ``(epoch, guarded epoch)``, reused by every fit call with the same
+    model, loss, optimizer, method and metrics (so a resumed or repeated fit compiles nothing)."""
     try:
         hash(parts)
     except TypeError:  # e.g. an optimizer holding a list: compile for this call only
@@ -229,8 +264,9 @@ def fit(
 
     The backend is the state's: a JAX key in ``state`` trains with one
     compiled call per epoch (the training set is copied to the device once;
-    ``state`` itself is never invalidated, a copy is donated), a NumPy
-    Generator trains eagerly. See the module docstring for what an epoch does.
+    ``state`` itself is never invalidated; up to three train states are alive at
+    once: an epoch's start, its end and the next epoch's), a NumPy Generator
+    trains eagerly. See the module docstring for what an epoch does.
 
     Args:
         model, loss, optimizer, method, metrics: as for :func:`~fnn.train.train_step`.
@@ -306,9 +342,9 @@ def fit(
     sizes = np.array([batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else []))
     if on_jax:
         parts = (model, loss, optimizer, method, metric_items, grad_stats, mesh, tail_sharded)
-        run_epoch = _compiled_epoch(*parts)
-        ts, bits = _start()(state)
-        order = _shuffler(state.key, bits, n)
+        run_epoch, replay_epoch = _compiled_epoch(*parts)
+        ts = state
+        order = _shuffler(state.key, _shuffle_bits()(state.key), n)
         bar = _progress(epochs, start, "epoch", progress)
         if bar is not None:
             bar.set_description_str("compiling")
@@ -317,14 +353,22 @@ def fit(
         bar = _progress(epochs * len(sizes), start * len(sizes), "batch", progress)
 
     upcoming = _order(order(start + 1), batch_size)
+    began = time.perf_counter()
+    if on_jax and start < epochs:
+        running = run_epoch(ts, x, y, *upcoming)
     try:
         for epoch in range(start + 1, epochs + 1):
-            began = time.perf_counter()
             batches, tail = upcoming
             if on_jax:
-                ts, outs, tail = run_epoch(ts, x, y, batches, tail)
+                new_ts, outs, tail_out = running
                 upcoming = _order(order(epoch + 1), batch_size)  # on the host while the device runs
-                columns = _columns(outs, tail)
+                if epoch < epochs:  # queue the next epoch now: the device never waits for the host
+                    running = run_epoch(new_ts, x, y, *upcoming)
+                columns = _columns(outs, tail_out)
+                if not columns["finite"].all():  # replay from the epoch's start, stopping before that step
+                    new_ts, outs, tail_out = replay_epoch(ts, x, y, batches, tail)
+                    columns = _columns(outs, tail_out)
+                ts = new_ts
             else:
                 ts, outs = _numpy_epoch(step, ts, x, y, batches, tail, bar.update if bar else lambda: None)
                 upcoming = _order(order(epoch + 1), batch_size)
@@ -339,7 +383,8 @@ def fit(
             if validation_data is not None:
                 scores = evaluate_checked(model, loss, metric_items, val_batch, ts.params, ts.state, *validation_data)
                 record.update({f"val_{k}": v for k, v in scores.items()})
-            record["seconds"] = time.perf_counter() - began
+            record["seconds"] = time.perf_counter() - began  # since the previous epoch's record
+            began = time.perf_counter()
             history.append(record, grads)
             if bar is not None:
                 bar.set_description_str("")
