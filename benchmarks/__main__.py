@@ -1,9 +1,11 @@
-"""Run the fnn benchmark suite and write its table.
+"""Run the fnn benchmark suite and the scaling benchmark, and write their tables.
 
     python -m benchmarks [--quick] [--out benchmarks/results] [--only W1 W3] [--blas-threads N]
+                         [--no-scaling | --scaling-only]
 
-Prints the environment and one table, and writes ``results.json``,
-``results.md`` and ``results.png`` into ``--out``. See ``benchmarks/README.md``.
+Prints the environment and the suite's table, then the scaling table, and
+writes ``results.json``, ``results.md``, ``results.png`` and ``scaling.json``,
+``scaling.md``, ``scaling.png`` into ``--out``. See ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -18,14 +20,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description="fnn benchmark suite")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few repeats (seconds, for tests)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output directory")
-    parser.add_argument("--only", nargs="+", metavar="W", help="run only these workloads (W1 ... W5)")
+    parser.add_argument("--only", nargs="+", metavar="W", help="run only these workloads of the suite (W1 ... W5)")
     parser.add_argument(
         "--blas-threads",
         type=int,
         metavar="N",
         help="set OMP/OPENBLAS/MKL_NUM_THREADS=N for NumPy's BLAS (only before NumPy is first imported)",
     )
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--no-scaling", action="store_true", help="skip the scaling benchmark (the suite only)")
+    which.add_argument("--scaling-only", action="store_true", help="run only the scaling benchmark (not the suite)")
     args = parser.parse_args(argv)
+    if args.scaling_only and args.only:
+        parser.error("--only selects workloads of the suite, which --scaling-only skips")
     if args.blas_threads is not None:
         if "numpy" in sys.modules:
             parser.error("--blas-threads must be set before NumPy is imported (use python -m benchmarks)")
@@ -36,11 +43,19 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks import report, suite
 
     log = lambda message: print(message, file=sys.stderr, flush=True)
-    results = suite.run(quick=args.quick, only=tuple(args.only) if args.only else None, log=log)
-    env = report.environment_line()
-    print("\n".join(report.lines(results, env)))
-    paths = report.save(results, env, args.out)
-    print("\nwrote " + ", ".join(str(p) for p in paths.values()))
+    if not args.scaling_only:
+        results = suite.run(quick=args.quick, only=tuple(args.only) if args.only else None, log=log)
+        env = report.environment_line()
+        print("\n".join(report.lines(results, env)))
+        paths = report.save(results, env, args.out)
+        print("\nwrote " + ", ".join(str(p) for p in paths.values()), flush=True)
+    if not args.no_scaling:  # after the suite: it runs only JAX steps
+        from benchmarks import scaling
+
+        results = scaling.run(quick=args.quick, log=log)
+        print("\n" + "\n".join(scaling.lines(results)))
+        paths = scaling.save(results, args.out)
+        print("\nwrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
 

@@ -55,7 +55,7 @@ def main(argv=None) -> dict:
     rows = []
     for method in ("autodiff", "manual"):
         step = jax.jit(sgd_step(model, method))
-        rows.append((f"fnn {method} (jit)", median_time(lambda: step(params, state, jx, jy), repeats=args.repeats)))
+        rows.append((f"fnn {method} (jit)", median_time(lambda f=step: f(params, state, jx, jy), repeats=args.repeats)))
     rows.append(("fnn manual (NumPy backend)", numpy_time))
     print_table(f"MLP 784-512-512-10, batch {args.batch}", rows, baseline="fnn autodiff (jit)")
     ratio = rows[1][1] / rows[0][1]

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 BASELINES = ("plain JAX", "fnn autodiff", "NumPy reference")
+TORCH = "PyTorch eager"
 
 
 def environment_line() -> str:
@@ -38,7 +39,7 @@ def _verdict(met: bool | None) -> str:
 def lines(results: dict[str, Any], environment: str) -> list[str]:
     """The table as text lines: environment, then ``workload | contender | ms/step | ratio``,
     then memory and targets."""
-    out = [environment, f"settings: {results['settings']}", ""]
+    out = [environment, f"{TORCH}: {results.get('torch')}", f"settings: {results['settings']}", ""]
     out.append(f"{'workload':4s} {'contender':18s} {'ms/step':>10s} {'ratio':>7s}  vs")
     for key, row in results["times"].items():
         out.append(f"{key} {results['titles'][key]}")
@@ -69,6 +70,8 @@ def markdown(results: dict[str, Any], environment: str) -> str:
     """The same content as Markdown tables."""
     md = [
         f"Environment: {environment}",
+        "",
+        f"{TORCH}: {results.get('torch')}",
         "",
         "| workload | contender | ms/step | ratio | vs |",
         "|---|---|---:|---:|---|",

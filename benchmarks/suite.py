@@ -61,6 +61,7 @@ class Target:
 
 TARGETS = (
     Target("W1", MANUAL, PLAIN_JAX, 1.0),
+    Target("W1", FIT, PLAIN_JAX, 0.85),
     Target("W2", MANUAL, PLAIN_JAX, 0.5),
     Target("W2", MANUAL, TORCH, 1.0),
     Target("W3", FIT, PLAIN_LOOP, 0.15),
@@ -73,7 +74,7 @@ TARGETS = (
     Target("W4", MANUAL, AUTODIFF, 1.1, "memory"),
 )
 MEMORY_WORKLOADS = ("W1", "W2", "W4")
-STEPS_PER_EPOCH = 64  # W3: steps of one fit epoch, and of one timed Python loop
+STEPS_PER_EPOCH = 64  # steps of one fit epoch, and (W3) of one timed Python loop
 
 
 def time_alternating(steps: dict[str, Callable[[], Any]], settings: Settings) -> dict[str, float]:
@@ -177,13 +178,15 @@ def python_loop_per_step(step: Callable, carry: tuple, x: Any, y: Any, settings:
 
 
 def run_jax(workload: Workload, settings: Settings, with_memory: bool) -> tuple[dict[str, float], list[str], dict]:
-    """fnn manual, fnn autodiff and the plain-JAX reference (jitted, one call per step); fnn fit on W3."""
+    """fnn manual, fnn autodiff and the plain-JAX reference (jitted, one call per step), fnn fit,
+    and on W3 the plain-JAX Python loop."""
     import jax
     import jax.numpy as jnp
 
     from benchmarks import references, resnet_reference
 
-    params, state = jax.tree.map(jnp.asarray, numpy_init(workload))
+    numpy_params, numpy_state = numpy_init(workload)
+    params, state = jax.tree.map(jnp.asarray, (numpy_params, numpy_state))
     x, y = (jnp.asarray(a) for a in workload.data())
     calls: dict[str, Callable[[], Any]] = {}
     compiled: dict[str, Any] = {}
@@ -205,6 +208,10 @@ def run_jax(workload: Workload, settings: Settings, with_memory: bool) -> tuple[
     ref_step = jax.jit(ref).lower(*ref_args).compile()
     losses[PLAIN_JAX] = float(ref_step(*ref_args)[loss_index])
     calls[PLAIN_JAX] = lambda: ref_step(*ref_args)
+    if torch_note() is None:  # PyTorch eager, timed in the same alternating rounds
+        from benchmarks import torch_reference
+
+        calls[TORCH], losses[TORCH] = torch_reference.train_step(workload, numpy_params, numpy_state, *workload.data())
     spread = max(losses.values()) - min(losses.values())
     notes.append(
         "first losses "
@@ -215,11 +222,10 @@ def run_jax(workload: Workload, settings: Settings, with_memory: bool) -> tuple[
     if workload.key == "W3":
         times[PLAIN_LOOP] = python_loop_per_step(jax.jit(ref), ref_args[:2], x, y, settings)
         notes.append(f"{PLAIN_LOOP}: {STEPS_PER_EPOCH} chained calls, blocked once at the end")
-    if workload.key == "W3":
-        seconds, note = fit_per_step(workload, settings)
-        notes.append(f"{FIT}: {note}")
-        if seconds is not None:
-            times[FIT] = seconds
+    seconds, note = fit_per_step(workload, settings)
+    notes.append(f"{FIT}: {note}")
+    if seconds is not None:
+        times[FIT] = seconds
     memory = {}
     if with_memory:
         for name in (MANUAL, AUTODIFF):
@@ -233,12 +239,14 @@ def torch_note() -> str | None:
     try:
         import torch  # noqa: F401
     except ImportError:
-        return "PyTorch not installed: its contender is skipped"
-    return "PyTorch is installed but its contender is not written yet: skipped"
+        return "PyTorch not installed (pip install torch): its contender is skipped"
+    except Exception as error:  # noqa: BLE001 -- e.g. a broken install missing a shared library
+        return f"PyTorch does not import ({type(error).__name__}: {error}): its contender is skipped"
+    return None
 
 
 def run(quick: bool = False, only: tuple[str, ...] | None = None, log: Callable[[str], None] = print) -> dict:
-    """Run the suite; returns ``{"settings", "times", "memory", "notes", "targets", "titles"}``.
+    """Run the suite; returns ``{"settings", "times", "memory", "notes", "targets", "titles", "torch"}``.
 
     ``times[workload][contender]`` is seconds per step, ``memory[workload][contender]``
     the compiled step's temp bytes.
@@ -261,12 +269,15 @@ def run(quick: bool = False, only: tuple[str, ...] | None = None, log: Callable[
         notes[key] += jax_notes
         if mem:
             memory[key] = mem
-    skip = torch_note()
-    if skip and "W2" in cases:
-        notes["W2"].append(skip)
+    torch_line = torch_note()
+    if torch_line is None:
+        from benchmarks import torch_reference
+
+        torch_line = torch_reference.threads_note()
     return {
         "settings": settings.__dict__ | {"quick": quick},
         "titles": {k: w.title for k, w in cases.items()},
+        "torch": torch_line,
         "times": times,
         "memory": memory,
         "notes": notes,

@@ -9,7 +9,7 @@ same batch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -121,3 +121,19 @@ def workloads(quick: bool = False) -> dict[str, Workload]:
             {"stages": resnet_stages},
         ),
     }
+
+
+def resized(workload: Workload, *, batch: int | None = None, time_steps: int | None = None) -> Workload:
+    """W1 at another ``batch`` or W4 at another sequence length ``time_steps`` (and/or batch),
+    for the scaling benchmark: the same model, so the same parameters (neither size enters them)."""
+    batch = workload.batch if batch is None else batch
+    if workload.key == "W1":
+        if time_steps is not None:
+            raise ValueError("W1 has no time steps")
+        widths = "-".join(map(str, workload.sizes["widths"]))
+        return replace(workload, batch=batch, title=f"MLP 784-{widths}-10, batch {batch}")
+    if workload.key == "W4":
+        steps, features = workload.input_shape if time_steps is None else (time_steps, workload.input_shape[1])
+        title = f"LSTM batch {batch}, T={steps}, hidden {workload.sizes['hidden']}, {features} features, dense head"
+        return replace(workload, batch=batch, input_shape=(steps, features), title=title)
+    raise ValueError(f"only W1 and W4 can be resized, not {workload.key}")

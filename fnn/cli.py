@@ -12,7 +12,9 @@
 * ``fnn gradcheck`` — every layer's and loss's hand-written backward rule
   against ``jax.grad`` and finite differences, as a table.
 * ``fnn bench`` — the step time of manual backprop against autodiff for the
-  standard models.
+  standard models; ``fnn bench --full`` runs the whole benchmark suite
+  (``python -m benchmarks``: fnn against plain JAX and NumPy, and how the step
+  time scales), which ships with the source checkout.
 
 Run ``fnn <command> --help`` for the options.
 """
@@ -22,8 +24,10 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -226,7 +230,37 @@ def _median_step(step, ts, x, y, repeats: int) -> float:
     return statistics.median(times)
 
 
+def _source_root() -> Path:
+    """The directory holding the ``fnn`` package: in a source checkout, ``benchmarks/`` sits beside it."""
+    return Path(fnn.__file__).resolve().parents[1]
+
+
+def _run_streaming(command: list[str], cwd: Path) -> int:
+    """Run ``command`` in ``cwd``, its output going straight to this process's; its exit status."""
+    return subprocess.run(command, cwd=cwd, check=False).returncode
+
+
+def _bench_full(args: argparse.Namespace) -> int:
+    """``python -m benchmarks`` run from the source checkout holding this fnn (the suite is not installed)."""
+    root = _source_root()
+    if not (root / "benchmarks" / "__main__.py").is_file():
+        raise SystemExit(
+            f"fnn bench --full: the benchmark suite ships with fnn's source checkout, not with the installed "
+            f"package, and there is no benchmarks/ directory beside {root / 'fnn'}. From a source checkout run: "
+            "python -m benchmarks [--quick] [--out DIR] (or install it editable: pip install -e .)"
+        )
+    command = [sys.executable, "-m", "benchmarks"] + ["--quick"] * args.quick
+    if args.out is not None:
+        command += ["--out", str(Path(args.out).resolve())]  # the suite runs in ``root``, not here
+    print(f"fnn bench --full: {' '.join(command)} (in {root})", flush=True)
+    return _run_streaming(command, root)
+
+
 def _bench(args: argparse.Namespace) -> int:
+    if args.full:
+        return _bench_full(args)
+    if args.quick or args.out is not None:
+        raise SystemExit("fnn bench: --quick and --out go with --full (the full benchmark suite)")
     if not backend.HAS_JAX:
         raise SystemExit("fnn bench compares jitted steps and needs JAX (pip install 'fnn[jax]')")
     jax, jnp = backend.jax, backend.jnp
@@ -294,10 +328,23 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--quiet", action="store_true", help="print the table only")
     g.set_defaults(run=_gradcheck)
 
-    b = commands.add_parser("bench", help="manual backprop vs autodiff step time of the standard models")
-    b.add_argument("--models", nargs="+", choices=sorted(BENCH_MODELS), default=list(BENCH_MODELS))
-    b.add_argument("--batch-size", type=int, default=64)
-    b.add_argument("--repeats", type=int, default=20)
+    b = commands.add_parser(
+        "bench",
+        help="manual backprop vs autodiff step time of the standard models (--full: the whole benchmark suite)",
+        description="Without --full: a quick table of the jitted train step time of manual backprop against "
+        "autodiff for the standard models. With --full: the whole benchmark suite (python -m benchmarks: fnn "
+        "against plain JAX and NumPy on five workloads, then how the step time scales with batch size and "
+        "sequence length), run from the source checkout that holds this fnn; it takes a few minutes.",
+    )
+    b.add_argument("--models", nargs="+", choices=sorted(BENCH_MODELS), default=list(BENCH_MODELS),
+                   help="without --full: the models to time (default all)")
+    b.add_argument("--batch-size", type=int, default=64, help="without --full: the batch size (default 64)")
+    b.add_argument("--repeats", type=int, default=20, help="without --full: timed steps per model (default 20)")
+    b.add_argument("--full", action="store_true",
+                   help="run the full benchmark suite (python -m benchmarks, from the source checkout)")
+    b.add_argument("--quick", action="store_true", help="with --full: tiny sizes and few repeats (seconds)")
+    b.add_argument("--out", default=None, metavar="DIR",
+                   help="with --full: where to write the results (default benchmarks/results/ in the checkout)")
     b.set_defaults(run=_bench)
     return parser
 

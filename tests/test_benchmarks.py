@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 
 import fnn
-from benchmarks import numpy_reference
+from benchmarks import numpy_reference, scaling
 from benchmarks.suite import fnn_step, numpy_init
-from benchmarks.workloads import workloads
+from benchmarks.workloads import resized, workloads
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_quick_suite_runs_and_writes_three_files(tmp_path):
+def test_quick_suite_and_scaling_run_and_write_their_files(tmp_path):
     out = tmp_path / "results"
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)],
@@ -43,6 +43,53 @@ def test_quick_suite_runs_and_writes_three_files(tmp_path):
     for mem in results["memory"].values():
         assert all(v is None or v >= 0 for v in mem.values())
     assert all("MISMATCH" not in note for notes in results["notes"].values() for note in notes)
+
+    # the scaling benchmark ran after the suite, in the same process
+    assert "manual never behind" in done.stdout
+    assert done.stdout.index("targets") < done.stdout.index("scaling: train step time vs size")
+    for name in ("scaling.json", "scaling.md", "scaling.png"):
+        assert (out / name).stat().st_size > 0, name
+    scaled = json.loads((out / "scaling.json").read_text())
+    assert set(scaled["series"]) == {"W1", "W4"}
+    for s in scaled["series"].values():
+        assert len(s["sizes"]) == 4 and s["sizes"] == sorted(s["sizes"])
+        assert set(s["times"]) == {"fnn manual", "fnn autodiff"}
+        for seconds in (t for ts in s["times"].values() for t in ts):
+            assert math.isfinite(seconds) and seconds > 0
+        assert all(len(ts) == 4 for ts in s["times"].values())
+        assert all(math.isfinite(f["r2"]) for f in s["fit"].values())
+        assert s["max_ratio"] == max(s["ratios"])
+        assert not s["notes"], s["notes"]  # no first-loss mismatch between manual and autodiff
+
+
+def test_linear_fit_recovers_an_exact_line():
+    sizes = [32, 128, 512, 2048]
+    fit = scaling.linear_fit(sizes, [0.5 + 0.25 * n for n in sizes])
+    assert fit["r2"] == pytest.approx(1.0, abs=1e-12)
+    assert fit["slope"] == pytest.approx(0.25) and fit["intercept"] == pytest.approx(0.5)
+    noisy = scaling.linear_fit(sizes, [1.0, 3.0, 2.0, 9.0])
+    assert 0 < noisy["r2"] < 1
+    assert scaling.linear_fit([1, 2, 3], [2.0, 2.0, 2.0]) == {
+        "intercept": pytest.approx(2.0),
+        "slope": pytest.approx(0.0),
+        "r2": 1.0,
+    }
+    # per-unit cost at the largest size over that at the second: 1 for a line through 0, below 1 with a fixed cost
+    assert scaling.per_unit_ratio(sizes, [3.0 * n for n in sizes]) == pytest.approx(1.0)
+    assert scaling.per_unit_ratio(sizes, [10.0 + n for n in sizes]) < 1.0
+
+
+def test_resized_workloads_keep_the_model_and_change_one_size():
+    w1, w4 = workloads()["W1"], workloads()["W4"]
+    big = resized(w1, batch=2048)
+    assert (big.batch, big.model, big.input_shape) == (2048, w1.model, (784,)) and "batch 2048" in big.title
+    long = resized(w4, time_steps=200)
+    assert (long.batch, long.input_shape) == (64, (200, 32)) and "T=200" in long.title
+    assert resized(w1).title == w1.title and resized(w4).title == w4.title  # same size, same title as the suite's
+    with pytest.raises(ValueError, match="only W1 and W4"):
+        resized(workloads()["W2"], batch=8)
+    sizes = {key: [size for size, _ in s.cases] for key, s in scaling.series().items()}
+    assert sizes == {"W1": [32, 128, 512, 2048], "W4": [25, 50, 100, 200]}
 
 
 @pytest.mark.parametrize("key", ["W1", "W2"])

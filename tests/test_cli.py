@@ -83,7 +83,33 @@ def test_bad_options_are_explained(capsys):
 def test_fnn_bench_prints_the_ratio(capsys):
     assert cli.main(["bench", "--models", "mlp", "--repeats", "2", "--batch-size", "8"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"^mlp +669,706 +[\d.]+ +[\d.]+ +[\d.]+$", out, flags=re.M), out
+    assert re.search(r"^mlp +669,706 +[\d.]+ +[\d.]+ +[\d.]+$", out, flags=re.MULTILINE), out
+
+
+def test_fnn_bench_full_runs_the_suite_from_the_source_checkout(tmp_path, monkeypatch, capfd):
+    assert cli._source_root() == ROOT and (ROOT / "benchmarks" / "__main__.py").is_file()
+    # a stand-in suite beside a stand-in fnn/: the real subprocess, streaming, cwd and exit status, in milliseconds
+    fake = tmp_path / "checkout"
+    (fake / "benchmarks").mkdir(parents=True)
+    (fake / "benchmarks" / "__main__.py").write_text(
+        "import os, sys\nprint('suite args', sys.argv[1:], 'in', os.getcwd())\nsys.exit(3)\n"
+    )
+    monkeypatch.setattr(cli, "_source_root", lambda: fake)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["bench", "--full", "--quick", "--out", "results"]) == 3
+    out = capfd.readouterr().out
+    assert f"{sys.executable} -m benchmarks --quick --out {tmp_path / 'results'}" in out
+    assert f"suite args ['--quick', '--out', '{tmp_path / 'results'}'] in {fake}" in out  # --out made absolute
+    assert cli.main(["bench", "--full"]) == 3
+    assert "suite args [] in" in capfd.readouterr().out
+
+
+def test_fnn_bench_full_explains_where_the_suite_lives(tmp_path, monkeypatch):
+    monkeypatch.setattr(cli, "_source_root", lambda: tmp_path)  # an installed fnn: no benchmarks/ beside it
+    with pytest.raises(SystemExit, match=r"ships with fnn's source checkout.*python -m benchmarks"):
+        cli.main(["bench", "--full", "--quick"])
+    with pytest.raises(SystemExit, match="go with --full"):
+        cli.main(["bench", "--quick"])
 
 
 def test_the_console_script_is_declared():
