@@ -61,6 +61,9 @@ __all__ = [
     "scan",
     "xla_conv",
     "xla_reduce_window",
+    "xla_pad",
+    "default_platform",
+    "conv_with_xla_derivative",
 ]
 
 Array = Any
@@ -403,7 +406,9 @@ def tree_size(tree: PyTree) -> int:
 # --------------------------------------------------------------------------- #
 # The NumPy backend computes convolutions and pooling with im2col / col2im
 # (fnn/layers/_im2col.py). On JAX the same rules run as XLA operations, which
-# use cuDNN on a GPU and stay fast under jit. Both functions take JAX arrays.
+# use cuDNN on a GPU and stay fast under jit. They take JAX arrays. On a CPU a
+# convolution may instead be lowered to slices, pads and matrix products
+# (conv2d's ``lowering``); :func:`default_platform` tells the layers where they run.
 
 
 def xla_conv(
@@ -458,3 +463,57 @@ def xla_reduce_window(
     (kh, kw), (sh, sw) = window, strides
     pads = ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0))
     return lax.reduce_window(x, init, op, (1, int(kh), int(kw), 1), (1, int(sh), int(sw), 1), pads)
+
+
+def xla_pad(x: Array, padding: Sequence[tuple[int, int, int]], value: float = 0.0) -> Array:
+    """``lax.pad`` of a JAX array: per axis ``(low, high, interior)``, where
+    ``interior`` inserts that many ``value`` entries between neighbours (the
+    dilation of a strided window's adjoint) and a negative ``low`` / ``high``
+    crops."""
+    return lax.pad(x, np.array(value, x.dtype), tuple((int(lo), int(hi), int(mid)) for lo, hi, mid in padding))
+
+
+def default_platform() -> str:
+    """The platform of JAX's default device (``"cpu"``, ``"gpu"``, ``"tpu"``, ...),
+    where jit-compiled code runs unless told otherwise; ``"numpy"`` without JAX."""
+    if not HAS_JAX:
+        return "numpy"
+    return jax.default_backend()
+
+
+def conv_with_xla_derivative(
+    fast: Callable[[Array, Array], Array],
+    *,
+    padding: Sequence[tuple[int, int]],
+    strides: Sequence[int],
+    dimension_numbers: tuple[str, str, str] = ("NHWC", "HWIO", "NHWC"),
+) -> Callable[[Array, Array], Array]:
+    """``fast(x, w)``, another lowering of ``xla_conv(x, w, padding=..., strides=...)``
+    (the same values), whose JAX derivative is the XLA convolution's.
+
+    A convolution is bilinear, so its JVP is ``conv(dx, w) + conv(x, dw)``;
+    ``jax.grad`` transposes that into XLA's own ``dx`` and ``dw`` convolutions,
+    exactly as for ``xla_conv``, whatever ``fast`` is made of (the derivative of
+    a sum of shifted slices, say, would be many slow reductions). Zero
+    tangents (inputs that are not differentiated) cost nothing.
+    """
+    from jax.custom_derivatives import SymbolicZero
+
+    def conv(x, w):
+        return xla_conv(x, w, padding=padding, strides=strides, dimension_numbers=dimension_numbers)
+
+    @jax.custom_jvp
+    def lowered(x, w):
+        return fast(x, w)
+
+    def jvp(primals, tangents):
+        (x, w), (dx, dw) = primals, tangents
+        y, dy = lowered(x, w), None
+        if not isinstance(dx, SymbolicZero):
+            dy = conv(dx, w)
+        if not isinstance(dw, SymbolicZero):
+            dy = conv(x, dw) if dy is None else dy + conv(x, dw)
+        return y, jnp.zeros_like(y) if dy is None else dy
+
+    lowered.defjvp(jvp, symbolic_zeros=True)
+    return lowered

@@ -17,17 +17,23 @@ entry back to the pixel it came from, so overlapping windows add up):
 * :func:`im2col` / :func:`col2im` (NumPy, for conv2d): the matrix
   ``(kh*kw*C, N*OH*OW)`` with one column per output pixel, so that a
   convolution is one matrix product;
-* :func:`patches` / :func:`patches_to_image` (either backend, for pooling):
-  the array ``(N, OH, OW, kh, kw, C)``; and :func:`tiles` / :func:`untile`,
-  a free reshape when the windows tile the image (stride == window).
+* :func:`patches` / :func:`patches_to_image` (either backend, for pooling
+  and for conv2d's im2col lowering on JAX): the array ``(N, OH, OW, kh, kw, C)``;
+  and :func:`tiles` / :func:`untile`, a free reshape when the windows tile the
+  image (stride == window).
 
-All of them loop over the ``kh * kw`` kernel offsets only, never over pixels
-or examples.
+:func:`tap_sum` is the product of the im2col matrix with a kernel written as
+a sum over the kernel's taps, never building the matrix (conv2d's im2col
+lowering on JAX, for few input channels).
+
+All of them loop over the ``kh * kw`` kernel offsets only (:func:`tap_sum`
+also over the input channels), never over pixels or examples.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -36,17 +42,18 @@ from fnn.core import LayerError, is_multi_shape
 
 __all__ = [
     "Padding",
-    "pair",
-    "padding_spec",
-    "resolve_padding",
-    "output_hw",
     "check_nhwc",
-    "pad",
+    "col2im",
     "crop",
+    "im2col",
+    "output_hw",
+    "pad",
+    "padding_spec",
+    "pair",
     "patches",
     "patches_to_image",
-    "im2col",
-    "col2im",
+    "resolve_padding",
+    "tap_sum",
     "tiles",
     "untile",
 ]
@@ -152,41 +159,60 @@ def crop(x_pad: Array, padding: Padding, in_hw: Sequence[int]) -> Array:
     return x_pad[:, top : top + in_hw[0], left : left + in_hw[1], :]
 
 
+def _offset(x_pad: Array, i: int, j: int, stride: Sequence[int], out_hw: Sequence[int]) -> Array:
+    """The pixels that kernel offset ``(i, j)`` reads for every output pixel:
+    ``x_pad[:, i + sh*p, j + sw*q, :]``, shape (N, OH, OW, C) (a strided slice)."""
+    (sh, sw), (oh, ow) = stride, out_hw
+    return x_pad[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw, :]
+
+
 def patches(x_pad: Array, window: Sequence[int], stride: Sequence[int], out_hw: Sequence[int]) -> Array:
     """Every window of an NHWC array: ``cols[n, p, q, i, j, c] = x_pad[n, p*sh + i, q*sw + j, c]``,
     shape (N, OH, OW, kh, kw, C), on either backend (the pooling layers use it)."""
-    (kh, kw), (sh, sw), (oh, ow) = window, stride, out_hw
+    (kh, kw), (oh, ow) = window, out_hw
     n, c = x_pad.shape[0], x_pad.shape[3]
-
-    def offset(i, j):
-        return x_pad[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw, :]
-
     xp = backend.namespace(x_pad)
     if xp is np:
         cols = np.empty((n, oh, ow, kh, kw, c), x_pad.dtype)
         for i in range(kh):
             for j in range(kw):
-                cols[:, :, :, i, j, :] = offset(i, j)
+                cols[:, :, :, i, j, :] = _offset(x_pad, i, j, stride, out_hw)
         return cols
-    return xp.stack([offset(i, j) for i in range(kh) for j in range(kw)], axis=3).reshape(n, oh, ow, kh, kw, c)
+    offsets = [_offset(x_pad, i, j, stride, out_hw) for i in range(kh) for j in range(kw)]
+    return xp.stack(offsets, axis=3).reshape(n, oh, ow, kh, kw, c)
+
+
+def tap_sum(x_pad: Array, w: Array, stride: Sequence[int], out_hw: Sequence[int]) -> Array:
+    """``patches(x_pad) @ w`` without the patches: the convolution
+    ``y[n, p, q, :] = sum_{i, j, c} x_pad[n, p*sh + i, q*sw + j, c] * w[i, j, c, :]``
+    as ``kh*kw*C`` broadcast multiply-adds of shifted input slices, which XLA
+    fuses into one loop over the output. Its cost grows with ``kh*kw*C*F``; for
+    a few input channels it is many times faster than a matrix product with
+    ``kh*kw*C`` rows or a CPU convolution."""
+    kh, kw, c, f = w.shape
+    y = None
+    for i in range(kh):
+        for j in range(kw):
+            x_ij = _offset(x_pad, i, j, stride, out_hw)
+            for ch in range(c):
+                term = x_ij[:, :, :, ch : ch + 1] * w[i, j, ch].reshape(1, 1, 1, f)
+                y = term if y is None else y + term
+    return y
 
 
 def _place(v: Array, offset: tuple[int, int], stride: Sequence[int], padded_hw: Sequence[int]) -> Array:
     """``v`` (N, OH, OW, C) put on a zero grid (N, Hp, Wp, C) at rows ``i + sh*p``, cols ``j + sw*q``
-    (functional: pads and reshapes only, for JAX)."""
-    xp = backend.namespace(v)
+    (one pad with interior zeros between the entries, for JAX)."""
     (i, j), (sh, sw), (hp, wp) = offset, stride, padded_hw
-    n, oh, ow, c = v.shape
-    if sh > 1 or sw > 1:  # dilate: s - 1 zeros after every entry
-        v = xp.pad(v[:, :, None, :, None, :], ((0, 0), (0, 0), (0, sh - 1), (0, 0), (0, sw - 1), (0, 0)))
-        v = v.reshape(n, oh * sh, ow * sw, c)
-    rows, cols = min(oh * sh, hp - i), min(ow * sw, wp - j)
-    return xp.pad(v[:, :rows, :cols, :], ((0, 0), (i, hp - i - rows), (j, wp - j - cols), (0, 0)))
+    _, oh, ow, _ = v.shape
+    rows, cols = (oh - 1) * sh + 1, (ow - 1) * sw + 1
+    return backend.xla_pad(v, ((0, 0, 0), (i, hp - i - rows, sh - 1), (j, wp - j - cols, sw - 1), (0, 0, 0)))
 
 
 def patches_to_image(cols: Array, stride: Sequence[int], padded_hw: Sequence[int]) -> Array:
     """The adjoint of :func:`patches`: ``(N, OH, OW, kh, kw, C) -> (N, Hp, Wp, C)``,
-    each entry added back to the pixel it was read from (overlaps add up)."""
+    each entry added back to the pixel it was read from (overlaps add up).
+    On JAX: a sum of ``kh*kw`` padded slices, which XLA fuses into one loop."""
     n, oh, ow, kh, kw, c = cols.shape
     (sh, sw), (hp, wp) = stride, padded_hw
     xp = backend.namespace(cols)

@@ -14,9 +14,26 @@ Backward, for the cotangent ``dy`` of ``y``::
                      by k - 1, correlated with w flipped in space and with its in/out
                      axes swapped -- then cropped by the forward's padding.
 
-The NumPy backend runs these as im2col / col2im and matrix products; the JAX
-backend as XLA convolutions (``lax.conv_general_dilated``), which use cuDNN on a
-GPU and stay fast under ``jit``. Neither uses autodiff.
+The NumPy backend runs these as im2col / col2im and matrix products. On the
+JAX backend each of the three (y, dw, dx) is either an XLA convolution or
+written over the im2col matrix, as the layer's ``lowering`` argument says:
+
+* ``"xla"``: XLA convolutions (``lax.conv_general_dilated``), which use cuDNN
+  on a GPU;
+* ``"im2col"``: slices, pads and matrix products over the im2col matrix
+  ``cols (N*OH*OW, kh*kw*C)``: ``y = cols @ w`` (written as a sum over the
+  kernel taps, :func:`fnn.layers._im2col.tap_sum`, when ``C`` and the kernel
+  are small), ``dw = cols^T @ dy``, ``dx = col2im(dy @ w^T)``. ``jax.grad``
+  of a tap sum (the ``"autodiff"`` method) is that of the XLA convolution it
+  equals (:func:`fnn.backend.conv_with_xla_derivative`): differentiating the
+  sum itself would give ``kh*kw*C`` slow reductions;
+* ``"auto"`` (the default): XLA everywhere except on a CPU, where XLA's
+  convolution is slow for few input channels and for the input gradient of a
+  stride-1 convolution; there the forward of a small kernel on few channels is
+  a tap sum, and a stride-1 ``dx`` with few channels is a col2im. See
+  :func:`lowering_plan` for the rule and the timings behind it.
+
+No hand-written rule uses autodiff.
 """
 
 from __future__ import annotations
@@ -29,7 +46,9 @@ from fnn import backend, initializers
 from fnn.core import Layer, LayerError, check_param_shapes, check_positive_int
 from fnn.layers import _im2col as im
 
-__all__ = ["conv2d"]
+__all__ = ["LOWERINGS", "conv2d", "lowering_plan"]
+
+LOWERINGS = ("auto", "xla", "im2col")
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
 # dx: dy (NHWC) correlated with w read as (H, W, O, I): its last axis (the forward's
@@ -40,6 +59,126 @@ _DIMS_DX = ("NHWC", "HWOI", "NHWC")
 # is laid out as the kernel (kh, kw, in, out).
 _DIMS_DW = ("CHWN", "IHWO", "HWNC")
 
+# "auto" on a CPU, from side-by-side timings (float32, batch 64, 8x8 to 28x28
+# inputs, XLA CPU of JAX 0.10 on 2 cores; each lowering relative to the XLA
+# convolution computing the same piece):
+# - y: the tap sum took 0.05-0.3x for C = 1 and 0.1-0.7x for C = 2-4 when the
+#   kernel has at most 800 weights (LeNet's first layer, 5x5x1x6 on 28x28:
+#   0.1x); its cost grows with kh*kw*C*F and it lost (1-6x) beyond. The im2col
+#   matrix product (0.3-20x) never beat both.
+# - dw: XLA won in every shape measured (im2col's cols^T @ dy: 1-13x).
+# - dx at stride 1: col2im took 0.2-0.8x for C <= 8 and F <= 16 while its
+#   matrix dy @ w^T (N*OH*OW x kh*kw*C) stays within 4M entries (LeNet's second
+#   layer, valid 5x5x6x16 on 14x14: 0.5x); 1-7x with 16 channels or a larger
+#   matrix, 0.9-1.6x for F = 32 with "same" padding, and about 1x (0.7-2.5x)
+#   at stride 2.
+# In LeNet's jitted training step (W2) the two choices together took the
+# manual step from 0.8x to 0.45-0.5x the plain-JAX step.
+_TAPS_MAX_CHANNELS = 4
+_TAPS_MAX_WEIGHTS = 800  # kh * kw * C * F
+_COL2IM_MAX_CHANNELS = 8
+_COL2IM_MAX_FEATURES = 16
+_COL2IM_MAX_ENTRIES = 4 * 2**20  # N*OH*OW * kh*kw*C
+
+
+def lowering_plan(
+    lowering: str, platform: str, w_shape: tuple[int, int, int, int], strides: tuple[int, int], out_pixels: int
+) -> tuple[str, str, str]:
+    """How the JAX backend computes ``(y, dw, dx)`` of one convolution with
+    kernel ``w_shape = (kh, kw, C, F)`` and ``out_pixels = N*OH*OW`` outputs.
+
+    Returns ``"xla"``, ``"taps"`` or ``"matmul"`` for ``y``; ``"xla"`` or
+    ``"matmul"`` for ``dw``; ``"xla"`` or ``"col2im"`` for ``dx``.
+
+    * ``"xla"``: XLA convolutions for all three.
+    * ``"im2col"``: the im2col matrix for all three; ``y`` as a tap sum when
+      ``C <= 4`` and the kernel has at most 800 weights, else one matrix product.
+    * ``"auto"``: ``"xla"`` on any platform but ``"cpu"``; on a CPU, the tap sum
+      for ``y`` under the same condition, XLA's ``dw``, and col2im for ``dx`` at
+      stride 1 when ``C <= 8``, ``F <= 16`` and ``dy @ w^T`` has at most 4M
+      entries (the timings behind these numbers are in this module's source).
+    """
+    kh, kw, c, f = w_shape
+    taps = c <= _TAPS_MAX_CHANNELS and kh * kw * c * f <= _TAPS_MAX_WEIGHTS
+    if lowering == "im2col":
+        return ("taps" if taps else "matmul", "matmul", "col2im")
+    if lowering == "xla" or platform != "cpu":
+        return ("xla", "xla", "xla")
+    col2im = (
+        tuple(strides) == (1, 1)
+        and c <= _COL2IM_MAX_CHANNELS
+        and f <= _COL2IM_MAX_FEATURES
+        and out_pixels * kh * kw * c <= _COL2IM_MAX_ENTRIES
+    )
+    return ("taps" if taps else "xla", "xla", "col2im" if col2im else "xla")
+
+
+def _compute_dtype(dtype: Any) -> Any:
+    """float32 for 16-bit floats (the sums of a lowering lose too much in them;
+    XLA's CPU convolution also sums them in float32 and rounds once), else ``dtype``."""
+    dtype = np.dtype(dtype)
+    return np.dtype(np.float32) if dtype.kind == "f" and dtype.itemsize < 4 else dtype
+
+
+def _rows(x_pad: Any, window: tuple[int, int], strides: tuple[int, int], out_hw: tuple[int, int]) -> Any:
+    """The im2col matrix of a padded JAX array: ``(N*OH*OW, kh*kw*C)``, laid out as ``w.reshape(kh*kw*C, F)``."""
+    n, c = x_pad.shape[0], x_pad.shape[3]
+    return im.patches(x_pad, window, strides, out_hw).reshape(n * out_hw[0] * out_hw[1], window[0] * window[1] * c)
+
+
+def _jax_forward(how: str, x: Any, w: Any, pads: im.Padding, strides: tuple[int, int], out_hw: tuple[int, int]) -> Any:
+    """``y`` without bias, lowered as ``how`` (``"xla"``, ``"taps"`` or ``"matmul"``)."""
+    if how == "xla":
+        return backend.xla_conv(x, w, padding=pads, strides=strides, dimension_numbers=_DIMS)
+    kh, kw, c, f = w.shape
+    acc = _compute_dtype(x.dtype)
+    xa, wa = x.astype(acc), w.astype(acc)
+    if how == "taps":  # jax.grad of the tap sum is the XLA convolution's derivative
+        y = backend.conv_with_xla_derivative(
+            lambda a, b: im.tap_sum(im.pad(a, pads), b, strides, out_hw), padding=pads, strides=strides
+        )(xa, wa)
+    else:
+        y = _rows(im.pad(xa, pads), (kh, kw), strides, out_hw) @ wa.reshape(kh * kw * c, f)
+    return y.reshape(x.shape[0], *out_hw, f).astype(x.dtype)
+
+
+def _jax_dw(how: str, x: Any, dy: Any, window: tuple[int, int], pads: im.Padding, strides: tuple[int, int]) -> Any:
+    """``dw (kh, kw, C, F)``: XLA's correlation of ``x`` with ``dy`` or ``cols^T @ dy``."""
+    (kh, kw), (sh, sw) = window, strides
+    n, h, w_, c = x.shape
+    _, oh, ow, f = dy.shape
+    (top, bottom), (left, right) = pads
+    if how == "xla":
+        # rows / columns of the padded input that no window reached
+        rh, rw = h + top + bottom - ((oh - 1) * sh + kh), w_ + left + right - ((ow - 1) * sw + kw)
+        padding = ((top, bottom - rh), (left, right - rw))
+        return backend.xla_conv(x, dy, padding=padding, rhs_dilation=strides, dimension_numbers=_DIMS_DW)
+    acc = _compute_dtype(dy.dtype)
+    rows = _rows(im.pad(x.astype(acc), pads), window, strides, (oh, ow))
+    return (rows.T @ dy.astype(acc).reshape(n * oh * ow, f)).reshape(kh, kw, c, f).astype(dy.dtype)
+
+
+def _jax_dx(how: str, dy: Any, w: Any, x_shape: tuple, pads: im.Padding, strides: tuple[int, int]) -> Any:
+    """``dx (N, H, W, C)``: XLA's transposed convolution or ``col2im(dy @ w^T)``."""
+    kh, kw, c, f = w.shape
+    sh, sw = strides
+    n, h, w_, _ = x_shape
+    _, oh, ow, _ = dy.shape
+    (top, bottom), (left, right) = pads
+    hp, wp = h + top + bottom, w_ + left + right
+    if how == "xla":
+        rh, rw = hp - ((oh - 1) * sh + kh), wp - ((ow - 1) * sw + kw)
+        return backend.xla_conv(
+            dy,
+            w[::-1, ::-1, :, :],
+            padding=((kh - 1 - top, kh - 1 - bottom + rh), (kw - 1 - left, kw - 1 - right + rw)),
+            lhs_dilation=strides,
+            dimension_numbers=_DIMS_DX,
+        )
+    acc = _compute_dtype(dy.dtype)
+    dcols = dy.astype(acc).reshape(n * oh * ow, f) @ w.astype(acc).reshape(kh * kw * c, f).T
+    dx_pad = im.patches_to_image(dcols.reshape(n, oh, ow, kh, kw, c), strides, (hp, wp))
+    return im.crop(dx_pad, pads, (h, w_)).astype(dy.dtype)
 
 
 def conv2d(
@@ -51,6 +190,7 @@ def conv2d(
     w_init: initializers.Initializer = initializers.lecun_normal(),
     b_init: initializers.Initializer = initializers.zeros,
     use_bias: bool = True,
+    lowering: str = "auto",
     name: str = "conv2d",
 ) -> Layer:
     """2-D convolution: ``(N, H, W, C) -> (N, OH, OW, features)``.
@@ -68,10 +208,16 @@ def conv2d(
         Then ``OH = (H + top + bottom - kh) // sh + 1``.
       w_init, b_init: initialisers of ``w (kh, kw, C, features)`` and ``b (features,)``
         (fans: ``kh*kw*C`` in, ``kh*kw*features`` out).
+      lowering: how the JAX backend computes the forward and the two backward
+        products: ``"xla"`` (XLA convolutions, cuDNN on a GPU), ``"im2col"``
+        (slices, pads and matrix products over the im2col matrix) or ``"auto"``
+        (XLA, except on a CPU where, by measurement, a small kernel on few input
+        channels runs as im2col; see :func:`lowering_plan`). All give the same
+        numbers up to float rounding. The NumPy backend always uses im2col.
 
     Backward (hand-written): ``dw`` is the input correlated with ``dy``; ``dx``
     is ``dy``, dilated by the stride, correlated with the spatially flipped
-    kernel (see the module docstring). NumPy: im2col / col2im; JAX: XLA convolutions.
+    kernel (see the module docstring). NumPy: im2col / col2im; JAX: as ``lowering`` says.
 
     >>> import numpy as np, fnn
     >>> layer = fnn.layers.conv2d(4, 3, stride=2, padding="same")
@@ -83,6 +229,8 @@ def conv2d(
     (1, 4, 4, 4)
     """
     features = check_positive_int(name, "features", features)
+    if lowering not in LOWERINGS:
+        raise LayerError(name, f"lowering must be one of {', '.join(map(repr, LOWERINGS))}; got {lowering!r}")
     window = im.pair(name, "kernel_size", kernel_size)
     strides = im.pair(name, "stride", stride)
     spec = im.padding_spec(name, padding)
@@ -106,6 +254,9 @@ def conv2d(
         if use_bias:
             params["b"] = b_init(k_b, (features,), dtype)
         return params, {}
+
+    def plan(channels, out_pixels):
+        return lowering_plan(lowering, backend.default_platform(), (kh, kw, channels, features), strides, out_pixels)
 
     def fwd(params, state, x, key, train):
         if isinstance(x, (tuple, list)):
@@ -131,7 +282,7 @@ def conv2d(
             y = (cols.T @ wc.reshape(kh * kw * channels, features)).reshape(n, oh, ow, features)
             residuals = {"x": x, "cols": cols}
         else:
-            y = backend.xla_conv(xp.asarray(xc), xp.asarray(wc), padding=pads, strides=strides, dimension_numbers=_DIMS)
+            y = _jax_forward(plan(channels, n * oh * ow)[0], xp.asarray(xc), xp.asarray(wc), pads, strides, (oh, ow))
             residuals = {"x": x}
         if use_bias:
             y = y + params["b"].astype(dtype).reshape(1, 1, 1, features)
@@ -153,21 +304,10 @@ def conv2d(
             grads["w"] = (cols @ dy2).reshape(kh, kw, channels, features)
             dx_pad = im.col2im(w2 @ dy2.T, (n, hp, wp, channels), window, strides)
             dx = np.ascontiguousarray(im.crop(dx_pad, pads, (h, w_)))
-        else:  # JAX: the same two correlations as XLA convolutions
-            sh, sw = strides
-            # rows / columns of the padded input that no window reached
-            rh, rw = hp - ((oh - 1) * sh + kh), wp - ((ow - 1) * sw + kw)
-            xc = x.astype(dy.dtype)
-            grads["w"] = backend.xla_conv(
-                xc, dy, padding=((top, bottom - rh), (left, right - rw)), rhs_dilation=strides, dimension_numbers=_DIMS_DW
-            )
-            dx = backend.xla_conv(
-                dy,
-                w[::-1, ::-1, :, :],
-                padding=((kh - 1 - top, kh - 1 - bottom + rh), (kw - 1 - left, kw - 1 - right + rw)),
-                lhs_dilation=strides,
-                dimension_numbers=_DIMS_DX,
-            )
+        else:  # JAX: the same two correlations, lowered as the plan says
+            _, how_dw, how_dx = plan(channels, n * oh * ow)
+            grads["w"] = _jax_dw(how_dw, x.astype(dy.dtype), dy, window, pads, strides)
+            dx = _jax_dx(how_dx, dy, w, x.shape, pads, strides)
         grads["w"] = grads["w"].astype(params["w"].dtype)
         if use_bias:
             grads["b"] = dy.sum(axis=(0, 1, 2)).astype(params["b"].dtype)
