@@ -14,26 +14,29 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from fnn.backend import namespace
 
 Array = Any
 
 __all__ = [
-    "identity",
-    "step",
-    "sigmoid",
-    "log_sigmoid",
-    "tanh",
-    "relu",
-    "leaky_relu",
     "elu",
-    "prelu",
     "gelu",
-    "softplus",
-    "softmax",
+    "identity",
+    "leaky_relu",
+    "log_sigmoid",
     "log_softmax",
     "logsumexp",
     "one_hot",
+    "prelu",
+    "relu",
+    "sigmoid",
+    "softmax",
+    "softplus",
+    "step",
+    "tanh",
+    "where_positive",
 ]
 
 
@@ -79,8 +82,33 @@ def tanh(x: Array) -> Array:
 
 
 def relu(x: Array) -> Array:
-    """``max(x, 0)``, with derivative 0 at 0."""
-    return namespace(x).where(x > 0, x, 0.0)
+    """``max(x, 0)``, with derivative 0 at 0 (and 0 for a NaN input): ``where(x > 0, x, 0)``."""
+    return where_positive(x, x)
+
+
+def where_positive(x: Array, values: Array) -> Array:
+    """``where(x > 0, values, 0)``: the cotangent rule of relu (``values`` where the
+    input was positive, exactly 0 elsewhere, whatever ``values`` holds there).
+
+    On NumPy float arrays of one shape it is computed by masking the bits of
+    ``values`` instead of with ``numpy.where``, which is about ten times slower on
+    a mixed mask (a mispredicted branch per element). Same result, bit for bit.
+    """
+    if (
+        type(x) is np.ndarray
+        and type(values) is np.ndarray
+        and x.shape == values.shape
+        and values.ndim > 0
+        and values.dtype.kind == "f"
+        and values.dtype.itemsize in _INT_OF_SIZE
+    ):
+        signed, unsigned = _INT_OF_SIZE[values.dtype.itemsize]
+        keep = np.negative((x > 0).astype(signed)).view(unsigned)  # all ones where x > 0, else 0
+        return np.bitwise_and(values.view(unsigned), keep, out=keep).view(values.dtype)
+    return namespace(x, values).where(x > 0, values, 0.0)
+
+
+_INT_OF_SIZE = {2: (np.int16, np.uint16), 4: (np.int32, np.uint32), 8: (np.int64, np.uint64)}
 
 
 def leaky_relu(x: Array, k: float = 0.01) -> Array:

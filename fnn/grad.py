@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from fnn import backend
 from fnn.core import Layer
+from fnn.layers.dense import input_cotangent_unused
 from fnn.losses import Loss
 
-__all__ = ["value_and_grad", "forward_and_grad", "manual_vjp"]
+__all__ = ["forward_and_grad", "manual_vjp", "value_and_grad"]
 
 PyTree = Any
 METHODS = ("manual", "autodiff")
@@ -53,7 +55,8 @@ def forward_and_grad(model: Layer, loss: Loss | Callable, method: str = "manual"
         def manual(params, state, x, target, *, key=None):
             pred, new_state, residuals = model.fwd(params, state, x, key=key, train=True)
             value, loss_residuals = loss.fwd(pred, target)
-            grads, _ = model.bwd(params, residuals, loss.bwd(loss_residuals, 1.0))
+            with input_cotangent_unused(*backend.tree_leaves(x)):  # the input's gradient is dropped below
+                grads, _ = model.bwd(params, residuals, loss.bwd(loss_residuals, 1.0))
             return value, new_state, pred, _like_params(grads, params)
 
         return manual

@@ -9,7 +9,8 @@ silently broadcast.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -19,12 +20,12 @@ from fnn.core import LayerError
 
 __all__ = [
     "Loss",
-    "mse",
-    "huber",
-    "softmax_cross_entropy",
-    "sigmoid_binary_cross_entropy",
-    "cross_entropy",
     "binary_cross_entropy",
+    "cross_entropy",
+    "huber",
+    "mse",
+    "sigmoid_binary_cross_entropy",
+    "softmax_cross_entropy",
 ]
 
 Array = Any

@@ -43,7 +43,7 @@ def test_manual_on_numpy_equals_autodiff_under_jit(problem):
 
 
 def test_manual_matches_finite_differences(problem):
-    params, state, x, y = problem
+    params, state, x, _ = problem
     (_, _), grads = fnn.value_and_grad(MODEL, losses.mse, "manual")(params, state, x, np.ones((8, 3)))
     numeric = fnn.gradcheck.numerical_grad(lambda p: losses.mse(MODEL.apply(p, state, x)[0], np.ones((8, 3))), params)
     fnn.gradcheck.assert_close(grads, numeric, tol=TOL)
@@ -170,6 +170,37 @@ NUMPY_ONLY = textwrap.dedent(
 
 
 def test_end_to_end_without_jax():
-    out = subprocess.run([sys.executable, "-c", NUMPY_ONLY], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", NUMPY_ONLY], check=False, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "numpy-only ok" in out.stdout
+
+
+# --------------------------------------------------------------------------- #
+# The model input's cotangent is not computed (its gradient is dropped)
+# --------------------------------------------------------------------------- #
+
+INPUT_FED_MODELS = {
+    "mlp": L.serial(L.dense(6), L.relu, L.dense(3)),
+    "residual_first": L.serial(L.residual(L.serial(L.dense(4), L.tanh)), L.dense(3)),
+    "fan_out": L.serial(L.fan_out(2), L.parallel(L.dense(5), L.dense(5)), L.fan_in_sum, L.relu, L.dense(3)),
+    "identity_first": L.serial(L.identity, L.dense(5), L.sigmoid, L.dense(3)),
+}
+
+
+@pytest.mark.parametrize("name", list(INPUT_FED_MODELS))
+def test_manual_grads_with_dense_fed_by_the_model_input(name):
+    model = INPUT_FED_MODELS[name]
+    params, state = model.init(np.random.default_rng(1), (None, 4), dtype=np.float64)
+    x = np.random.default_rng(0).standard_normal((8, 4))
+    y = np.random.default_rng(2).integers(0, 3, 8)
+    (loss, _), grads = fnn.value_and_grad(model, losses.softmax_cross_entropy, "manual")(params, state, x, y)
+    jp = on_backend(params, "jax")
+    (loss_a, _), auto = jax.jit(fnn.value_and_grad(model, losses.softmax_cross_entropy, "autodiff"))(
+        jp, state, jnp.asarray(x), jnp.asarray(y)
+    )
+    assert float(loss) == pytest.approx(float(loss_a), rel=1e-13)
+    fnn.gradcheck.assert_close(grads, auto, tol=1e-12, names=("manual numpy", "autodiff jit"))
+    _, _, res = model.fwd(params, state, x, train=True)  # model.bwd itself still returns the input's cotangent
+    _, dx = model.bwd(params, res, np.ones((8, 3)))
+    expected = jax.grad(lambda v: model.apply(jp, state, v)[0].sum())(jnp.asarray(x))
+    np.testing.assert_allclose(dx, np.asarray(expected), rtol=1e-12, atol=1e-14)

@@ -75,7 +75,7 @@ def test_numpy_backend_stays_numpy(case):
     for leaf in fnn.backend.tree_leaves(params):
         assert type(leaf) is np.ndarray and leaf.dtype == np.float32
     x = _input(shape, kinks).astype(np.float32)
-    y, new_state, res = layer.fwd(params, state, x)
+    y, _, res = layer.fwd(params, state, x)
     assert type(y) is np.ndarray and y.dtype == np.float32
     grads, dx = layer.bwd(params, res, np.ones_like(y))
     assert type(dx) is np.ndarray and dx.dtype == np.float32
@@ -178,3 +178,67 @@ def test_linear_layers_collapse_to_one_linear_layer():
     b = params["dense"]["b"] @ params["dense_1"]["w"] + params["dense_1"]["b"]
     x = np.random.default_rng(1).standard_normal((6, 4))
     np.testing.assert_allclose(model.apply(params, state, x)[0], x @ w + b, rtol=1e-12)
+
+
+# --------------------------------------------------------------------------- #
+# NumPy fast paths (the same numbers as the plain expressions, bit for bit)
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize("dtype, bits", [(np.float16, np.uint16), (np.float32, np.uint32), (np.float64, np.uint64)])
+def test_relu_numpy_fast_paths_equal_where_bit_for_bit(dtype, bits):
+    rng = np.random.default_rng(0)
+    special = [np.nan, -np.inf, np.inf, -0.0, 0.0, -1.0, 1.0]
+    x = np.concatenate([np.array(special, dtype), rng.standard_normal(200).astype(dtype)]).reshape(9, 23)
+    dy = np.concatenate([np.array(special[::-1], dtype), rng.standard_normal(200).astype(dtype)]).reshape(9, 23)
+    y = fnn.functional.relu(x)
+    assert type(y) is np.ndarray and y.dtype == dtype
+    np.testing.assert_array_equal(y.view(bits), np.where(x > 0, x, 0.0).astype(dtype).view(bits))
+    dx = fnn.functional.where_positive(x, dy)
+    assert type(dx) is np.ndarray and dx.dtype == dtype
+    np.testing.assert_array_equal(dx.view(bits), np.where(x > 0, dy, 0.0).astype(dtype).view(bits))
+    for a in (x, dy[:, ::2]):  # transposed and strided inputs too
+        b = rng.standard_normal(a.T.shape).astype(dtype).T
+        np.testing.assert_array_equal(fnn.functional.where_positive(a, b), np.where(a > 0, b, 0.0))
+    y_layer, _, res = L.relu.fwd({}, {}, x)
+    _, dx_layer = L.relu.bwd({}, res, dy)
+    np.testing.assert_array_equal(y_layer, y)
+    np.testing.assert_array_equal(dx_layer, dx)
+    assert x.flags.writeable and np.isnan(x[0, 0])  # the input is untouched
+    assert np.asarray(fnn.functional.relu(np.array(-2.0, dtype))).shape == ()
+    assert np.asarray(fnn.functional.where_positive(np.array(2.0), np.array(3.0, dtype))) == 3.0
+
+
+def test_dense_numpy_forward_leaves_its_inputs_alone():
+    layer = L.dense(4)
+    params, state = layer.init(np.random.default_rng(0), (None, 3))
+    params["b"] = np.arange(4, dtype=np.float32)
+    x = np.ones((2, 3), np.float32)
+    before = fnn.backend.tree_map(np.copy, (params, x))
+    y, _, _ = layer.fwd(params, state, x)
+    np.testing.assert_allclose(y, x @ params["w"] + params["b"], rtol=1e-6)
+    for a, b in zip(fnn.backend.tree_leaves(before), fnn.backend.tree_leaves((params, x))):
+        np.testing.assert_array_equal(a, b)
+    y64, _, _ = layer.fwd(fnn.backend.tree_cast(params, np.float64), state, x)  # mixed dtypes promote
+    assert y64.dtype == np.float64
+
+
+def test_dense_skips_only_an_input_cotangent_declared_unused():
+    from fnn.layers.dense import input_cotangent_unused
+
+    layer = L.dense(3)
+    params, state = layer.init(np.random.default_rng(0), (None, 4), dtype=np.float64)
+    x = np.random.default_rng(1).standard_normal((5, 4))
+    _, _, res = layer.fwd(params, state, x)
+    dy = np.ones((5, 3))
+    grads, dx = layer.bwd(params, res, dy)
+    np.testing.assert_allclose(dx, dy @ params["w"].T)
+    with input_cotangent_unused(x):
+        skipped_grads, skipped = layer.bwd(params, res, dy)
+        _, _, other = layer.fwd(params, state, x.copy())
+        _, computed = layer.bwd(params, other, dy)  # another array: computed as usual
+    assert skipped.shape == x.shape and not np.any(skipped)
+    np.testing.assert_allclose(computed, dx)
+    for a, b in zip(fnn.backend.tree_leaves(grads), fnn.backend.tree_leaves(skipped_grads)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(layer.bwd(params, res, dy)[1], dx)  # only inside the block

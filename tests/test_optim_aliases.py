@@ -241,3 +241,18 @@ def test_numpy_scalar_params_stay_arrays():
     new = optim.apply_updates(params, updates)
     assert isinstance(updates["x"], np.ndarray) and updates["x"].dtype == np.float32
     assert isinstance(new["x"], np.ndarray) and new["x"].dtype == np.float32 and new["x"].shape == ()
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_safe_increment_saturates_without_overflow_or_min(backend_name, dtype):
+    from fnn.optim.base import safe_increment
+
+    top = np.iinfo(dtype).max  # int64 on JAX too: the tests enable x64
+    for value, expected in [(0, 1), (41, 42), (top - 1, top), (top, top)]:
+        count = on(backend_name, np.asarray(value, dtype))
+        with np.errstate(over="raise"):
+            got = safe_increment(count)
+        assert int(got) == expected and got.dtype == dtype and got.shape == ()
+    # one small kernel under jit: XLA:CPU copies a `min` increment into every consumer
+    jaxpr = str(jax.make_jaxpr(safe_increment)(jnp.asarray(3, jnp.int32)))
+    assert " min " not in jaxpr and "min(" not in jaxpr

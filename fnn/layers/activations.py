@@ -9,7 +9,8 @@ contract. ``prelu`` is the one activation with a parameter: a learned slope
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -19,18 +20,18 @@ from fnn.core import Layer, LayerError, check_param_shapes, is_multi_shape
 
 __all__ = [
     "Activation",
-    "identity",
-    "step",
-    "sigmoid",
-    "tanh",
-    "relu",
-    "leaky_relu",
     "elu",
-    "prelu",
     "gelu",
-    "softplus",
-    "softmax",
+    "identity",
+    "leaky_relu",
     "log_softmax",
+    "prelu",
+    "relu",
+    "sigmoid",
+    "softmax",
+    "softplus",
+    "step",
+    "tanh",
 ]
 
 Array = Any
@@ -97,7 +98,7 @@ identity = Activation(
 step = _activation("step", F.step, lambda x: backend.namespace(x).zeros_like(x), "x")
 sigmoid = _activation("sigmoid", F.sigmoid, F.d_sigmoid, "y")
 tanh = _activation("tanh", F.tanh, F.d_tanh, "y")
-relu = _activation("relu", F.relu, None, "x", vjp=lambda x, dy: backend.namespace(x, dy).where(x > 0, dy, 0.0))
+relu = _activation("relu", F.relu, None, "x", vjp=F.where_positive)
 gelu = _activation("gelu", F.gelu, F.d_gelu, "x")
 softplus = _activation("softplus", F.softplus, F.sigmoid, "x")
 

@@ -2,20 +2,53 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
 from fnn import backend, initializers
 from fnn.core import Layer, LayerError, check_param_shapes, check_positive_int, is_multi_shape
 
-__all__ = ["dense"]
+__all__ = ["dense", "input_cotangent_unused"]
+
+_LECUN_NORMAL = initializers.lecun_normal()
+
+# The arrays whose cotangent the caller of a backward sweep throws away (the model input in
+# value_and_grad): a dense layer fed directly by one of them skips dy @ w.T.
+_UNUSED_COTANGENTS: contextvars.ContextVar[tuple] = contextvars.ContextVar("fnn_unused_cotangents", default=())
+
+
+@contextlib.contextmanager
+def input_cotangent_unused(*arrays: Any) -> Iterator[None]:
+    """Within this block, a dense layer whose input is one of ``arrays`` (the
+    very objects) returns zeros for its input cotangent instead of computing
+    ``dy @ w.T``.
+
+    For callers that discard the cotangent of the model input, as
+    :func:`fnn.value_and_grad` does: on NumPy the first layer's input
+    gradient is the largest product of the backward pass of an MLP and is
+    never used. A cotangent of an array that *is* the model input can only
+    flow back to the model input, so nothing else changes.
+    """
+    token = _UNUSED_COTANGENTS.set(arrays)
+    try:
+        yield
+    finally:
+        _UNUSED_COTANGENTS.reset(token)
+
+
+def _cotangent_unused(x: Any) -> bool:
+    return any(x is a for a in _UNUSED_COTANGENTS.get())
 
 
 
 def dense(
     features: int,
     *,
-    w_init: initializers.Initializer = initializers.lecun_normal(),
+    w_init: initializers.Initializer = _LECUN_NORMAL,
     b_init: initializers.Initializer = initializers.zeros,
     use_bias: bool = True,
     name: str = "dense",
@@ -72,14 +105,21 @@ def dense(
         check_param_shapes(name, params, expected(n_in))
         y = x @ params["w"]
         if use_bias:
-            y = y + params["b"][None, :]
+            b = params["b"]
+            if type(y) is np.ndarray and type(b) is np.ndarray and b.dtype == y.dtype:
+                y += b  # y is the product just made: no second (batch, features) array
+            else:
+                y = y + b[None, :]
         return y, state, x
 
     def bwd(params, x, dy):
-        xp = backend.namespace(x, dy)
+        w = params["w"]
         grads = {"w": x.T @ dy}
         if use_bias:
-            grads["b"] = xp.sum(dy, axis=0)
-        return grads, dy @ params["w"].T
+            grads["b"] = dy.sum(axis=0)
+        if _cotangent_unused(x):
+            xp = backend.namespace(dy, w)
+            return grads, xp.broadcast_to(xp.zeros((), xp.result_type(dy.dtype, w.dtype)), np.shape(x))
+        return grads, dy @ w.T
 
     return Layer(name, init, out_shape, fwd, bwd)

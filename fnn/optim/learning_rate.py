@@ -14,7 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from fnn import backend
+from fnn.optim import _numpy
 from fnn.optim.base import (
     GradientTransformation,
     Schedule,
@@ -65,13 +68,27 @@ def _scale_by_value(value: float | Schedule, sign: float, state_cls: type, name:
     def update(grads: PyTree, state, params: PyTree = None):
         count, current = state
         xp = backend.namespace(grads, count, current)
-        updates = tree_map_arrays(xp, lambda g: g * (sign * current).astype(g.dtype, copy=False), grads)
-        count = safe_increment(count)
-        if schedule is not None:
-            current = xp.asarray(schedule(count), dtype=current.dtype)
-        return updates, state_cls(count, current)
+        columns = _numpy.float_leaves(grads) if xp is np else None
+        if columns is not None:
+            factor = sign * current
+            updates = backend.tree_unflatten(
+                backend.tree_structure(grads), [_numpy.scale_leaf(g, factor) for g in columns[0]]
+            )
+        else:
+            updates = tree_map_arrays(xp, lambda g: g * (sign * current).astype(g.dtype, copy=False), grads)
+        return updates, advance(state, schedule, xp)
 
     return GradientTransformation(init, update, name)
+
+
+def advance(state: LearningRateState | ScaleByScheduleState, schedule: Schedule | None, xp: Any = np):
+    """The state after one more update: the count plus one and, with a schedule,
+    the value it gives at the new count (an ``xp`` array)."""
+    count, current = state
+    count = safe_increment(count)
+    if schedule is not None:
+        current = xp.asarray(schedule(count), dtype=current.dtype)
+    return type(state)(count, current)
 
 
 def scale_by_learning_rate(learning_rate: float | Schedule) -> GradientTransformation:

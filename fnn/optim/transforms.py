@@ -15,7 +15,10 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from fnn import backend
+from fnn.optim import _numpy
 from fnn.optim.base import (
     EmptyState,
     GradientTransformation,
@@ -245,6 +248,9 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Grad
 
     def update(grads: PyTree, state: ScaleByAdamState, params: PyTree = None):
         check_trees_match(where, state.mu, grads, shapes=True)
+        fast = adam_numpy(grads, state, b1, b2, eps, 1.0)
+        if fast is not None:
+            return fast
         xp = backend.namespace(grads, state.mu, state.count)
         count = safe_increment(state.count)
         t = xp.asarray(count, dtype=float)
@@ -263,3 +269,27 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Grad
         return updates, ScaleByAdamState(count, mu, nu)
 
     return GradientTransformation(init, update, where)
+
+
+def adam_numpy(
+    grads: PyTree, state: ScaleByAdamState, b1: float, b2: float, eps: float, scale: Any
+) -> tuple[PyTree, ScaleByAdamState] | None:
+    """Adam's update times ``scale`` (a number) and its new state, computed by the
+    NumPy kernel; None unless grads and moments are NumPy arrays of one float
+    dtype per leaf (then the caller runs the generic path).
+
+    The bias corrections and ``scale`` are folded into one multiplier per
+    update: ``scale * m_hat / (sqrt(v_hat) + eps) = k * m / (sqrt(v) + eps_hat)``.
+    The trees must already be checked to match.
+    """
+    if type(state.count) is not np.ndarray:
+        return None
+    columns = _numpy.float_leaves(grads, state.mu, state.nu)
+    if columns is None:
+        return None
+    count = safe_increment(state.count)
+    multiplier, eps_hat = _numpy.adam_factors(float(count), b1, b2, eps, float(scale))
+    results = [_numpy.adam_leaf(g, m, v, b1, b2, multiplier, eps_hat) for g, m, v in zip(*columns)]
+    structure = backend.tree_structure(grads)
+    mu, nu, updates = (backend.tree_unflatten(structure, [r[i] for r in results]) for i in range(3))
+    return updates, ScaleByAdamState(count, mu, nu)
