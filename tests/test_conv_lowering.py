@@ -222,3 +222,25 @@ def test_bad_lowering_names_the_layer_and_the_choices(bad):
         L.conv2d(2, 3, lowering=bad)
     with pytest.raises(fnn.LayerError, match=r"^first: " + message + repr(bad)):
         L.conv2d(2, 3, lowering=bad, name="first")
+
+
+def test_backward_convolutions_stay_canonical_inside_a_scan():
+    """dw and dx are NHWC x HWIO convolutions even inside lax.scan (fit's epoch), where
+    XLA's CPU backend does not rewrite other dimension orders and would run a naive loop."""
+    model = L.serial(L.conv2d(4, 3, padding="same", lowering="xla"), L.relu, L.conv2d(2, 3, stride=2, lowering="xla"))
+    x = jnp.ones((2, 9, 9, 3), jnp.float32)
+    params, state = model.init(fnn.key(0), x.shape, dtype=jnp.float32)
+    grad_fn = fnn.value_and_grad(model, fnn.losses.mse, method="manual")
+    target = jnp.zeros((2, 4, 4, 2), jnp.float32)
+
+    def epoch(params):
+        def body(p, _):
+            _, g = grad_fn(p, state, x, target)
+            return jax.tree.map(lambda a, b: a - 0.1 * b, p, g), None
+
+        return jax.lax.scan(body, params, None, length=2)[0]
+
+    hlo = jax.jit(epoch).lower(params).compile().as_text()
+    labels = [line.split("dim_labels=")[1].split(",")[0] for line in hlo.splitlines() if " convolution(" in line]
+    assert len(labels) >= 3  # two forwards, dw of both, dx of the second (the first's is dead)
+    assert set(labels) == {"b01f_01io->b01f"}, labels
