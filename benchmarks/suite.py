@@ -39,8 +39,8 @@ class Settings:
     """How long to measure: warm-up calls, timed calls per round, alternating rounds."""
 
     warmup: int = 3
-    repeats: int = 30
-    rounds: int = 3
+    repeats: int = 20
+    rounds: int = 5
     fit_epochs: int = 5
 
 
