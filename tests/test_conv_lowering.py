@@ -1,5 +1,5 @@
 """conv2d's JAX lowerings ("xla", "im2col", "auto"): every way of computing
-the forward, dw and dx agrees with the XLA convolution and with jax.grad
+the forward, dw and dx (column blocks too) agrees with the XLA convolution and with jax.grad
 (float64), the plan "auto" picks per platform and shape, forward-mode and
 16-bit inputs, and the error for a bad ``lowering``."""
 
@@ -10,7 +10,7 @@ import pytest
 
 import fnn
 from fnn import layers as L
-from fnn.layers.conv import LOWERINGS, lowering_plan
+from fnn.layers.conv import LOWERINGS, _jax_dw, lowering_plan
 from tests.conv_support import check_gradients, on_backend
 
 # (id, kernel_size, stride, padding, input (H, W), channels, features)
@@ -63,12 +63,14 @@ def test_plans_cover_every_piece_on_cpu():
         for lowering in LOWERINGS:
             plan = lowering_plan(lowering, "cpu", params["w"].shape, pair(case[2]), x.shape[0] * oh * ow)
             pieces |= {("y", plan[0]), ("dw", plan[1]), ("dx", plan[2])}
+    pieces.add(("dw", lowering_plan("auto", "cpu", LENET_1, (1, 1), 64 * 28 * 28)[1]))  # many pixels
     expected = {
         ("y", "xla"),
         ("y", "taps"),
         ("y", "matmul"),
         ("dw", "xla"),
         ("dw", "matmul"),
+        ("dw", "blocks"),
         ("dx", "xla"),
         ("dx", "col2im"),
     }
@@ -85,13 +87,17 @@ LENET_1, LENET_2 = (5, 5, 1, 6), (5, 5, 6, 16)
         ("im2col", "cpu", LENET_1, (1, 1), 64 * 28 * 28, ("taps", "matmul", "col2im")),
         ("im2col", "cpu", LENET_2, (1, 1), 64 * 10 * 10, ("matmul", "matmul", "col2im")),
         ("im2col", "gpu", LENET_2, (2, 2), 64 * 5 * 5, ("matmul", "matmul", "col2im")),
-        # LeNet's two convolutions on a CPU: the first as a tap sum, the second's dx as col2im
-        ("auto", "cpu", LENET_1, (1, 1), 64 * 28 * 28, ("taps", "xla", "col2im")),
+        # LeNet's two convolutions on a CPU: the first as a tap sum and its dw in column blocks,
+        # the second's dx as col2im
+        ("auto", "cpu", LENET_1, (1, 1), 64 * 28 * 28, ("taps", "blocks", "col2im")),
+        ("auto", "cpu", LENET_1, (1, 1), 19_999, ("taps", "xla", "col2im")),  # too few pixels for blocks
+        ("auto", "cpu", (3, 3, 4, 8), (1, 1), 20_000, ("taps", "blocks", "col2im")),
+        ("auto", "cpu", (3, 3, 5, 8), (1, 1), 20_000, ("xla", "xla", "col2im")),  # 5 channels
         ("auto", "cpu", LENET_2, (1, 1), 64 * 10 * 10, ("xla", "xla", "col2im")),
         ("auto", "cpu", (5, 5, 4, 8), (1, 1), 100, ("taps", "xla", "col2im")),  # 800 weights
         ("auto", "cpu", (5, 5, 4, 9), (1, 1), 100, ("xla", "xla", "col2im")),
         ("auto", "cpu", (3, 3, 8, 16), (1, 1), 100, ("xla", "xla", "col2im")),
-        ("auto", "cpu", LENET_1, (2, 1), 64 * 14 * 28, ("taps", "xla", "xla")),  # strided: XLA's dx
+        ("auto", "cpu", LENET_1, (2, 1), 64 * 14 * 28, ("taps", "xla", "xla")),  # strided: XLA's dw, dx
         ("auto", "cpu", (3, 3, 16, 16), (1, 1), 100, ("xla", "xla", "xla")),  # 16 channels
         ("auto", "cpu", (3, 3, 6, 32), (1, 1), 100, ("xla", "xla", "xla")),  # 32 features
         ("auto", "cpu", (5, 5, 6, 16), (1, 1), 64 * 28 * 28, ("xla", "xla", "xla")),  # dy @ w^T: 7.5M entries
@@ -121,6 +127,52 @@ def test_lowering_matches_xla_and_jax_grad(case, lowering):
         np.testing.assert_allclose(got, want, **tight)
     for got, want in [(grad_p["w"], autodiff_p["w"]), (grad_p["b"], autodiff_p["b"]), (grad_x, autodiff_x)]:
         np.testing.assert_allclose(got, want, **tight)
+
+
+# (kernel, padding, input (H, W), channels, features): the block widths 4, 3, 2 and 1
+# (features 6, 8, 12 and 25), output widths that are and are not a multiple of the
+# block, rectangular kernels, asymmetric padding, padding wider than the kernel
+BLOCK_CASES = [
+    ((5, 5), ((2, 2), (2, 2)), (7, 8), 1, 6),
+    ((3, 3), ((1, 1), (1, 1)), (6, 5), 2, 6),
+    ((2, 3), ((1, 0), (2, 1)), (5, 6), 3, 8),
+    ((3, 3), ((0, 0), (0, 0)), (7, 9), 4, 12),
+    ((1, 1), ((0, 0), (0, 0)), (4, 5), 3, 25),
+    ((5, 5), ((3, 0), (0, 2)), (5, 5), 2, 1),
+    ((3, 2), ((0, 1), (3, 3)), (4, 3), 5, 7),
+]
+
+
+@pytest.mark.parametrize("case", BLOCK_CASES, ids=[f"blocks{i}" for i in range(len(BLOCK_CASES))])
+def test_column_block_dw_matches_xla(case):
+    window, pads, hw, channels, features = case
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.standard_normal((2, *hw, channels)))
+    out_hw = [hw[a] + sum(pads[a]) - window[a] + 1 for a in (0, 1)]
+    dy = jnp.asarray(rng.standard_normal((2, *out_hw, features)))
+    got = _jax_dw("blocks", x, dy, window, pads, (1, 1))
+    want = _jax_dw("xla", x, dy, window, pads, (1, 1))
+    assert got.shape == want.shape == (*window, channels, features) and got.dtype == x.dtype
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_auto_runs_a_many_pixel_dw_in_column_blocks():
+    """At 20000 output pixels "auto" on a CPU traces no convolution for a 3x3 kernel on one
+    channel (tap sum, column blocks, col2im) and agrees with XLA and jax.grad."""
+    case = ("many_pixels", 3, 1, "same", (100, 100), 1, 3)
+    layer, params, x = make(case, "auto")
+    reference, _, _ = make(case, "xla")
+
+    def manual(params, x, cot):
+        y, _, residuals = layer.fwd(params, {}, x)
+        return layer.bwd(params, residuals, cot)
+
+    cot = jnp.asarray(np.random.default_rng(1).standard_normal(layer.out_shape(x.shape)))
+    assert "conv_general_dilated" not in str(jax.make_jaxpr(manual)(params, x, cot))
+    _, (got, got_dx), _ = manual_and_grad(layer, params, x, cot)
+    _, (want, want_dx), (autodiff, autodiff_dx) = manual_and_grad(reference, params, x, cot)
+    for a, b in [(got, want), (got, autodiff), (got_dx, want_dx), (got_dx, autodiff_dx)]:
+        fnn.gradcheck.assert_close(a, b, tol=1e-12)
 
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[3]], ids=[IDS[0], IDS[2], IDS[3]])

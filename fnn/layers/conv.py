@@ -60,7 +60,10 @@ _LECUN_NORMAL = initializers.lecun_normal()
 #   kernel has at most 800 weights (LeNet's first layer, 5x5x1x6 on 28x28:
 #   0.1x); its cost grows with kh*kw*C*F and it lost (1-6x) beyond. The im2col
 #   matrix product (0.3-20x) never beat both.
-# - dw: XLA won in every shape measured (im2col's cols^T @ dy: 1-13x).
+# - dw: XLA beat im2col's cols^T @ dy in every shape measured (1-13x). A
+#   stride-1 dw on C <= 4 channels and at least 20000 output pixels ran as
+#   column blocks (:func:`_blocked_dw`) in 0.45-1.0x (LeNet's first layer,
+#   5x5x1x6 on 64x28x28: 0.5-0.65x); on fewer pixels XLA won (1-2.7x at 14x14).
 # - dx at stride 1: col2im took 0.2-0.8x for C <= 8 and F <= 16 while its
 #   matrix dy @ w^T (N*OH*OW x kh*kw*C) stays within 4M entries (LeNet's second
 #   layer, valid 5x5x6x16 on 14x14: 0.5x); 1-7x with 16 channels or a larger
@@ -73,6 +76,10 @@ _TAPS_MAX_WEIGHTS = 800  # kh * kw * C * F
 _COL2IM_MAX_CHANNELS = 8
 _COL2IM_MAX_FEATURES = 16
 _COL2IM_MAX_ENTRIES = 4 * 2**20  # N*OH*OW * kh*kw*C
+_BLOCKS_MAX_CHANNELS = 4
+_BLOCKS_MIN_PIXELS = 20_000  # N*OH*OW
+_BLOCK_MIN_COLUMNS = 24  # block * F: the width of dy's side of the product
+_BLOCK_MAX_WIDTH = 4  # output columns per block
 
 
 def lowering_plan(
@@ -81,16 +88,18 @@ def lowering_plan(
     """How the JAX backend computes ``(y, dw, dx)`` of one convolution with
     kernel ``w_shape = (kh, kw, C, F)`` and ``out_pixels = N*OH*OW`` outputs.
 
-    Returns ``"xla"``, ``"taps"`` or ``"matmul"`` for ``y``; ``"xla"`` or
-    ``"matmul"`` for ``dw``; ``"xla"`` or ``"col2im"`` for ``dx``.
+    Returns ``"xla"``, ``"taps"`` or ``"matmul"`` for ``y``; ``"xla"``,
+    ``"matmul"`` or ``"blocks"`` for ``dw``; ``"xla"`` or ``"col2im"`` for ``dx``.
 
     * ``"xla"``: XLA convolutions for all three.
     * ``"im2col"``: the im2col matrix for all three; ``y`` as a tap sum when
       ``C <= 4`` and the kernel has at most 800 weights, else one matrix product.
     * ``"auto"``: ``"xla"`` on any platform but ``"cpu"``; on a CPU, the tap sum
-      for ``y`` under the same condition, XLA's ``dw``, and col2im for ``dx`` at
-      stride 1 when ``C <= 8``, ``F <= 16`` and ``dy @ w^T`` has at most 4M
-      entries (the timings behind these numbers are in this module's source).
+      for ``y`` under the same condition; column blocks for ``dw`` at stride 1
+      when ``C <= 4`` and there are at least 20000 output pixels, else XLA's;
+      and col2im for ``dx`` at stride 1 when ``C <= 8``, ``F <= 16`` and
+      ``dy @ w^T`` has at most 4M entries (the timings behind these numbers are
+      in this module's source).
     """
     kh, kw, c, f = w_shape
     taps = c <= _TAPS_MAX_CHANNELS and kh * kw * c * f <= _TAPS_MAX_WEIGHTS
@@ -104,7 +113,8 @@ def lowering_plan(
         and f <= _COL2IM_MAX_FEATURES
         and out_pixels * kh * kw * c <= _COL2IM_MAX_ENTRIES
     )
-    return ("taps" if taps else "xla", "xla", "col2im" if col2im else "xla")
+    blocks = tuple(strides) == (1, 1) and c <= _BLOCKS_MAX_CHANNELS and out_pixels >= _BLOCKS_MIN_PIXELS
+    return ("taps" if taps else "xla", "blocks" if blocks else "xla", "col2im" if col2im else "xla")
 
 
 def _compute_dtype(dtype: Any) -> Any:
@@ -136,8 +146,39 @@ def _jax_forward(how: str, x: Any, w: Any, pads: im.Padding, strides: tuple[int,
     return y.reshape(x.shape[0], *out_hw, f).astype(x.dtype)
 
 
+def _blocked_dw(x_pad: Any, dy: Any, window: tuple[int, int]) -> Any:
+    """``dw (kh, kw, C, F)`` of a stride-1 convolution as one well-shaped matrix product.
+
+    The output columns are cut into blocks of ``B`` (padded with zero columns
+    of ``dy`` to a multiple of ``B``); a block reads ``B + kw - 1`` input
+    columns. With one row per (example, output row, block), the product
+    ``dy_blocks^T @ x_blocks`` is ``(B*F, kh*(B+kw-1)*C)`` and ``dw[i, j]`` sums
+    its entries where an input column sits ``j`` after an output column:
+    ``(B+kw-1)/kw`` times the arithmetic of ``cols^T @ dy`` on a matrix about
+    ``B`` times smaller, with both sides of the product wider than ``F`` and
+    ``kh*kw*C``. ``B`` makes ``B*F`` at least 24, at most 4 columns.
+    """
+    kh, kw = window
+    n, _, wp, c = x_pad.shape
+    _, oh, ow, f = dy.shape
+    xp = backend.namespace(dy)
+    block = min(_BLOCK_MAX_WIDTH, -(-_BLOCK_MIN_COLUMNS // f))
+    blocks = -(-ow // block)
+    span = block + kw - 1
+    if blocks * block > ow:
+        dy = xp.pad(dy, ((0, 0), (0, 0), (0, blocks * block - ow), (0, 0)))
+    if blocks * block + kw - 1 > wp:
+        x_pad = xp.pad(x_pad, ((0, 0), (0, 0), (0, blocks * block + kw - 1 - wp), (0, 0)))
+    rows = xp.stack([x_pad[:, i : i + oh] for i in range(kh)], axis=2)  # (N, OH, kh, W', C)
+    x_blocks = xp.stack([rows[:, :, :, b * block : b * block + span] for b in range(blocks)], axis=2)
+    x_blocks = x_blocks.reshape(n * oh * blocks, kh * span * c)
+    m = (dy.reshape(n * oh * blocks, block * f).T @ x_blocks).reshape(block, f, kh, span, c)
+    dw = sum(m[q, :, :, q : q + kw] for q in range(block))  # (F, kh, kw, C)
+    return dw.transpose(1, 2, 3, 0)
+
+
 def _jax_dw(how: str, x: Any, dy: Any, window: tuple[int, int], pads: im.Padding, strides: tuple[int, int]) -> Any:
-    """``dw (kh, kw, C, F)``: XLA's correlation of ``x`` with ``dy`` or ``cols^T @ dy``."""
+    """``dw (kh, kw, C, F)``: XLA's correlation of ``x`` with ``dy``, ``cols^T @ dy``, or column blocks."""
     (kh, kw), (sh, sw) = window, strides
     n, h, w_, c = x.shape
     _, oh, ow, f = dy.shape
@@ -156,6 +197,8 @@ def _jax_dw(how: str, x: Any, dy: Any, window: tuple[int, int], pads: im.Padding
         )  # (C, kh, kw, F)
         return dw.transpose(1, 2, 0, 3)
     acc = _compute_dtype(dy.dtype)
+    if how == "blocks":
+        return _blocked_dw(im.pad(x.astype(acc), pads), dy.astype(acc), window).astype(dy.dtype)
     rows = _rows(im.pad(x.astype(acc), pads), window, strides, (oh, ow))
     return (rows.T @ dy.astype(acc).reshape(n * oh * ow, f)).reshape(kh, kw, c, f).astype(dy.dtype)
 
