@@ -143,3 +143,31 @@ def test_plain_jax_resnet_takes_the_same_adam_step_as_fnn():
     assert np.isclose(float(loss_ref), float(loss_fnn), rtol=1e-5)
     for a, b in zip(fnn.backend.tree_leaves((new_ref, state_ref)), fnn.backend.tree_leaves((new_fnn, state_fnn))):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+def test_profile_lists_the_step_operations_with_their_times():
+    from benchmarks import profile
+
+    printed = []
+    assert profile.main(["W2", "--quick", "--steps", "2", "--top", "50"], print_=printed.append) == 0
+    assert printed[0] == "W2 manual step, 2 steps"
+    rows = [line.split() for line in printed[2:-2]]
+    assert rows, printed
+    for row in rows:
+        assert math.isfinite(float(row[1])) and float(row[1]) >= 0
+    shapes = " ".join(printed)
+    assert "f32[" in shapes and "dot_general" in shapes  # result shapes and source ops from the HLO
+    wall = float(printed[-1].split()[-1])
+    assert printed[-1].startswith("wall time per step") and math.isfinite(wall) and wall > 0
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [(["W9"], "workload must be one of W1, W2, W3, W4, W5; got 'W9'"), (["W1", "--method", "jvp"], "invalid choice")],
+)
+def test_profile_rejects_an_unknown_workload_or_method(argv, message, capsys):
+    from benchmarks import profile
+
+    with pytest.raises(SystemExit):
+        profile.main(argv)
+    assert message in capsys.readouterr().err

@@ -164,7 +164,7 @@ def test_auto_runs_a_many_pixel_dw_in_column_blocks():
     reference, _, _ = make(case, "xla")
 
     def manual(params, x, cot):
-        y, _, residuals = layer.fwd(params, {}, x)
+        _, _, residuals = layer.fwd(params, {}, x)
         return layer.bwd(params, residuals, cot)
 
     cot = jnp.asarray(np.random.default_rng(1).standard_normal(layer.out_shape(x.shape)))
