@@ -98,7 +98,7 @@ identity = Activation(
 step = _activation("step", F.step, lambda x: backend.namespace(x).zeros_like(x), "x")
 sigmoid = _activation("sigmoid", F.sigmoid, F.d_sigmoid, "y")
 tanh = _activation("tanh", F.tanh, F.d_tanh, "y")
-relu = _activation("relu", F.relu, None, "x", vjp=F.where_positive)
+relu = _activation("relu", F.relu, None, "y", vjp=F.where_positive)
 gelu = _activation("gelu", F.gelu, F.d_gelu, "x")
 softplus = _activation("softplus", F.softplus, F.sigmoid, "x")
 
