@@ -24,6 +24,9 @@ CASES = [
     ("padding_wider_than_kernel", 2, 2, ((3, 0), (0, 2)), (5, 5), 2, 2),
     ("one_by_one_stride2", 1, 2, "valid", (5, 5), 3, 2),
     ("same_c8_stride1", 3, 1, "same", (4, 5), 8, 4),
+    # kernels with more taps than the image has pixels (XLA would swap the operands)
+    ("kernel_over_tiny_image", 3, 1, "same", (2, 2), 6, 5),
+    ("kernel_over_tiny_dy_stride2", 3, 2, "same", (4, 3), 5, 6),
 ]
 IDS = [c[0] for c in CASES]
 
@@ -108,6 +111,35 @@ LENET_1, LENET_2 = (5, 5, 1, 6), (5, 5, 6, 16)
 )
 def test_lowering_plan(lowering, platform, w_shape, stride, pixels, plan):
     assert lowering_plan(lowering, platform, w_shape, stride, pixels) == plan
+
+
+@pytest.mark.parametrize(
+    "platform, w_shape, stride, in_hw, out_hw, plan",
+    [
+        # the small ResNet's last stage: 3x3 kernels on 2x2 images, and the stride-2 step into it
+        ("cpu", (3, 3, 64, 64), (1, 1), (2, 2), (2, 2), ("matmul", "xla", "col2im")),
+        ("cpu", (3, 3, 32, 64), (2, 2), (4, 4), (2, 2), ("xla", "xla", "col2im")),
+        ("cpu", (3, 3, 32, 32), (1, 1), (3, 3), (3, 3), ("xla", "xla", "xla")),  # 9 taps, 9 pixels
+        ("cpu", (1, 1, 32, 64), (2, 2), (2, 2), (1, 1), ("xla", "xla", "xla")),
+        ("cpu", (2, 2, 3, 4), (1, 1), (1, 1), (2, 2), ("taps", "xla", "col2im")),  # few channels: taps anyway
+        ("gpu", (3, 3, 64, 64), (1, 1), (2, 2), (2, 2), ("xla", "xla", "xla")),
+    ],
+)
+def test_a_kernel_larger_than_its_image_runs_as_im2col_on_cpu(platform, w_shape, stride, in_hw, out_hw, plan):
+    pixels = 64 * out_hw[0] * out_hw[1]
+    assert lowering_plan("auto", platform, w_shape, stride, pixels, in_hw=in_hw, out_hw=out_hw) == plan
+    # the shapes are optional: without them the plan is the one the other rules give
+    assert lowering_plan("auto", platform, w_shape, stride, pixels)[0] == ("taps" if plan[0] == "taps" else "xla")
+
+
+def test_a_kernel_larger_than_its_image_traces_no_convolution_but_dw():
+    layer, params, x = make(CASES[-2], "auto")  # 3x3 on 2x2 images, 6 channels
+
+    def manual(params, x):
+        y, _, residuals = layer.fwd(params, {}, x)
+        return layer.bwd(params, residuals, y)
+
+    assert str(jax.make_jaxpr(manual)(params, x)).count("conv_general_dilated") == 1
 
 
 @pytest.mark.parametrize("lowering", ["im2col", "auto"])

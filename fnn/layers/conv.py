@@ -83,10 +83,18 @@ _BLOCK_MAX_WIDTH = 4  # output columns per block
 
 
 def lowering_plan(
-    lowering: str, platform: str, w_shape: tuple[int, int, int, int], strides: tuple[int, int], out_pixels: int
+    lowering: str,
+    platform: str,
+    w_shape: tuple[int, int, int, int],
+    strides: tuple[int, int],
+    out_pixels: int,
+    *,
+    in_hw: tuple[int, int] | None = None,
+    out_hw: tuple[int, int] | None = None,
 ) -> tuple[str, str, str]:
     """How the JAX backend computes ``(y, dw, dx)`` of one convolution with
-    kernel ``w_shape = (kh, kw, C, F)`` and ``out_pixels = N*OH*OW`` outputs.
+    kernel ``w_shape = (kh, kw, C, F)`` and ``out_pixels = N*OH*OW`` outputs,
+    from an ``in_hw = (H, W)`` image to ``out_hw = (OH, OW)`` (when given).
 
     Returns ``"xla"``, ``"taps"`` or ``"matmul"`` for ``y``; ``"xla"``,
     ``"matmul"`` or ``"blocks"`` for ``dw``; ``"xla"`` or ``"col2im"`` for ``dx``.
@@ -99,7 +107,12 @@ def lowering_plan(
       when ``C <= 4`` and there are at least 20000 output pixels, else XLA's;
       and col2im for ``dx`` at stride 1 when ``C <= 8``, ``F <= 16`` and
       ``dy @ w^T`` has at most 4M entries (the timings behind these numbers are
-      in this module's source).
+      in this module's source). Whatever these say, a kernel with more taps
+      than the image it slides over has pixels (``kh*kw > H*W`` for ``y``,
+      ``> OH*OW`` for ``dx``, which slides it over ``dy``) runs as im2col:
+      XLA swaps such a convolution's operands, and its CPU backend runs the
+      swapped one as a naive loop (3x3 on 2x2 images, 64 channels: 2.4 ms
+      against 0.4 ms for im2col).
     """
     kh, kw, c, f = w_shape
     taps = c <= _TAPS_MAX_CHANNELS and kh * kw * c * f <= _TAPS_MAX_WEIGHTS
@@ -114,7 +127,9 @@ def lowering_plan(
         and out_pixels * kh * kw * c <= _COL2IM_MAX_ENTRIES
     )
     blocks = tuple(strides) == (1, 1) and c <= _BLOCKS_MAX_CHANNELS and out_pixels >= _BLOCKS_MIN_PIXELS
-    return ("taps" if taps else "xla", "blocks" if blocks else "xla", "col2im" if col2im else "xla")
+    y = "taps" if taps else "matmul" if in_hw is not None and kh * kw > in_hw[0] * in_hw[1] else "xla"
+    col2im = col2im or (out_hw is not None and kh * kw > out_hw[0] * out_hw[1])
+    return (y, "blocks" if blocks else "xla", "col2im" if col2im else "xla")
 
 
 def _compute_dtype(dtype: Any) -> Any:
@@ -300,8 +315,17 @@ def conv2d(
             params["b"] = b_init(k_b, (features,), dtype)
         return params, {}
 
-    def plan(channels, out_pixels):
-        return lowering_plan(lowering, backend.default_platform(), (kh, kw, channels, features), strides, out_pixels)
+    def plan(x_shape, out_hw):
+        n, h, w_, channels = x_shape
+        return lowering_plan(
+            lowering,
+            backend.default_platform(),
+            (kh, kw, channels, features),
+            strides,
+            n * out_hw[0] * out_hw[1],
+            in_hw=(h, w_),
+            out_hw=out_hw,
+        )
 
     def fwd(params, state, x, key, train):
         if isinstance(x, (tuple, list)):
@@ -327,7 +351,7 @@ def conv2d(
             y = (cols.T @ wc.reshape(kh * kw * channels, features)).reshape(n, oh, ow, features)
             residuals = {"x": x, "cols": cols}
         else:
-            y = _jax_forward(plan(channels, n * oh * ow)[0], xp.asarray(xc), xp.asarray(wc), pads, strides, (oh, ow))
+            y = _jax_forward(plan(x_shape, (oh, ow))[0], xp.asarray(xc), xp.asarray(wc), pads, strides, (oh, ow))
             residuals = {"x": x}
         if use_bias:
             y = y + params["b"].astype(dtype).reshape(1, 1, 1, features)
@@ -350,7 +374,7 @@ def conv2d(
             dx_pad = im.col2im(w2 @ dy2.T, (n, hp, wp, channels), window, strides)
             dx = np.ascontiguousarray(im.crop(dx_pad, pads, (h, w_)))
         else:  # JAX: the same two correlations, lowered as the plan says
-            _, how_dw, how_dx = plan(channels, n * oh * ow)
+            _, how_dw, how_dx = plan(x.shape, (oh, ow))
             grads["w"] = _jax_dw(how_dw, x.astype(dy.dtype), dy, window, pads, strides)
             dx = _jax_dx(how_dx, dy, w, x.shape, pads, strides)
         grads["w"] = grads["w"].astype(params["w"].dtype)
