@@ -28,10 +28,13 @@ written over the im2col matrix, as the layer's ``lowering`` argument says:
   equals (:func:`fnn.backend.conv_with_xla_derivative`): differentiating the
   sum itself would give ``kh*kw*C`` slow reductions;
 * ``"auto"`` (the default): XLA everywhere except on a CPU, where XLA's
-  convolution is slow for few input channels and for the input gradient of a
-  stride-1 convolution; there the forward of a small kernel on few channels is
-  a tap sum, and a stride-1 ``dx`` with few channels is a col2im. See
-  :func:`lowering_plan` for the rule and the timings behind it.
+  convolution is slow for few input channels, for the input gradient of a
+  stride-1 convolution and for a kernel larger than its image; there the
+  forward of a small kernel on few channels is a tap sum, a stride-1 ``dw``
+  on few channels and many pixels one product over blocks of output columns,
+  a stride-1 ``dx`` with few channels a col2im, and a kernel with more taps
+  than its image has pixels im2col. See :func:`lowering_plan` for the rule and
+  the timings behind it.
 
 No hand-written rule uses autodiff.
 """
@@ -272,7 +275,8 @@ def conv2d(
         products: ``"xla"`` (XLA convolutions, cuDNN on a GPU), ``"im2col"``
         (slices, pads and matrix products over the im2col matrix) or ``"auto"``
         (XLA, except on a CPU where, by measurement, a small kernel on few input
-        channels runs as im2col; see :func:`lowering_plan`). All give the same
+        channels, and a kernel larger than its image, run as im2col; see
+        :func:`lowering_plan`). All give the same
         numbers up to float rounding. The NumPy backend always uses im2col.
 
     Backward (hand-written): ``dw`` is the input correlated with ``dy``; ``dx``
