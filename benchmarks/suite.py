@@ -36,12 +36,12 @@ FNN_NUMPY, NUMPY_REF = "fnn NumPy", "NumPy reference"
 
 @dataclass(frozen=True)
 class Settings:
-    """How long to measure: warm-up calls, timed calls per round, alternating rounds."""
+    """How long to measure: warm-up calls, timed calls per round, alternating rounds, fit epochs per round."""
 
     warmup: int = 3
     repeats: int = 20
     rounds: int = 5
-    fit_epochs: int = 5
+    fit_epochs: int = 3  # per round
 
 
 FULL = Settings()
@@ -77,12 +77,24 @@ MEMORY_WORKLOADS = ("W1", "W2", "W4")
 STEPS_PER_EPOCH = 64  # steps of one fit epoch, and (W3) of one timed Python loop
 
 
-def time_alternating(steps: dict[str, Callable[[], Any]], settings: Settings) -> dict[str, float]:
+@dataclass(frozen=True)
+class SelfTimed:
+    """A contender that times itself: ``measure()`` runs one round and returns its
+    per-step seconds (fit's epochs, the W3 Python loop), timed in the same
+    alternating rounds as the others."""
+
+    measure: Callable[[], float]
+
+
+def time_alternating(steps: dict[str, Callable[[], Any] | SelfTimed], settings: Settings) -> dict[str, float]:
     """Each step's best per-round median (seconds) over alternating rounds."""
     best = {name: float("inf") for name in steps}
     for _ in range(settings.rounds):
         for name, step in steps.items():
-            seconds = median_time(step, warmup=settings.warmup, repeats=settings.repeats)
+            if isinstance(step, SelfTimed):
+                seconds = step.measure()
+            else:
+                seconds = median_time(step, warmup=settings.warmup, repeats=settings.repeats)
             best[name] = min(best[name], seconds)
     return best
 
@@ -137,8 +149,10 @@ def run_numpy(workload: Workload, settings: Settings) -> tuple[dict[str, float],
 # --------------------------------------------------------------------------- #
 
 
-def fit_per_step(workload: Workload, settings: Settings) -> tuple[float | None, str]:
-    """Median per-step time of ``fnn.train.fit`` (one compiled call per epoch), or ``None`` and why not."""
+def fit_contender(workload: Workload, settings: Settings) -> tuple[SelfTimed | None, str]:
+    """``fnn.train.fit`` (one compiled call per epoch) as a contender whose round is one
+    ``fit`` call of ``settings.fit_epochs`` epochs from the same state, timed per step by
+    the median of the epoch times fit records; or ``None`` and why not."""
     try:
         from fnn import train
     except Exception as error:  # noqa: BLE001 -- fnn.train is being written beside this suite
@@ -152,21 +166,25 @@ def fit_per_step(workload: Workload, settings: Settings) -> tuple[float | None, 
         else rng.standard_normal((len(x), 1)).astype(np.float32)
     )
     opt = fnn.optim.adam(LEARNING_RATE)
+    kwargs = {"batch_size": workload.batch, "metrics": {}, "progress": False}
     try:
         ts = train.init_state(workload.model, opt, fnn.key(0), (None, *workload.input_shape))
-        kwargs = {"batch_size": workload.batch, "metrics": {}, "progress": False}
         ts, _ = train.fit(workload.model, workload.loss, opt, ts, (x, y), epochs=1, **kwargs)  # compiles
-        _, history = train.fit(workload.model, workload.loss, opt, ts, (x, y), epochs=settings.fit_epochs, **kwargs)
-        seconds = [s / steps_per_epoch for s in history["seconds"]]
     except Exception as error:  # noqa: BLE001
         return None, f"fnn.train.fit failed: {type(error).__name__}: {error}"
-    return statistics.median(seconds), f"{steps_per_epoch} steps per epoch, median of {len(seconds)} epochs"
+
+    def measure() -> float:
+        _, history = train.fit(workload.model, workload.loss, opt, ts, (x, y), epochs=settings.fit_epochs, **kwargs)
+        return statistics.median(history["seconds"]) / steps_per_epoch
+
+    note = f"{steps_per_epoch} steps per epoch, median of {settings.fit_epochs} epochs per round"
+    return SelfTimed(measure), note
 
 
-def python_loop_per_step(step: Callable, carry: tuple, x: Any, y: Any, settings: Settings) -> float:
-    """Median per-step time of a Python loop of ``STEPS_PER_EPOCH`` calls of the jitted
-    ``step(params, opt_state, x, y)``, each call taking the previous one's output and the
-    loop blocked on once at its end (so dispatch overlaps with compute, as in a real loop)."""
+def python_loop(step: Callable, carry: tuple, x: Any, y: Any, settings: Settings) -> SelfTimed:
+    """A Python loop of ``STEPS_PER_EPOCH`` calls of the jitted ``step(params, opt_state, x, y)``,
+    each call taking the previous one's output and the loop blocked on once at its end (so
+    dispatch overlaps with compute, as in a real loop), timed per step."""
 
     def loop():
         params, opt_state = carry
@@ -174,7 +192,7 @@ def python_loop_per_step(step: Callable, carry: tuple, x: Any, y: Any, settings:
             params, opt_state, loss = step(params, opt_state, x, y)
         return loss
 
-    return median_time(loop, warmup=1, repeats=max(3, settings.repeats // 3)) / STEPS_PER_EPOCH
+    return SelfTimed(lambda: median_time(loop, warmup=1, repeats=max(3, settings.repeats // 3)) / STEPS_PER_EPOCH)
 
 
 def run_jax(workload: Workload, settings: Settings, with_memory: bool) -> tuple[dict[str, float], list[str], dict]:
@@ -218,14 +236,14 @@ def run_jax(workload: Workload, settings: Settings, with_memory: bool) -> tuple[
         + ", ".join(f"{k} {v:.5f}" for k, v in losses.items())
         + (" (MISMATCH)" if spread > 1e-3 * max(1.0, abs(losses[MANUAL])) else "")
     )
-    times = time_alternating(calls, settings)
     if workload.key == "W3":
-        times[PLAIN_LOOP] = python_loop_per_step(jax.jit(ref), ref_args[:2], x, y, settings)
+        calls[PLAIN_LOOP] = python_loop(jax.jit(ref), ref_args[:2], x, y, settings)
         notes.append(f"{PLAIN_LOOP}: {STEPS_PER_EPOCH} chained calls, blocked once at the end")
-    seconds, note = fit_per_step(workload, settings)
+    fit, note = fit_contender(workload, settings)
     notes.append(f"{FIT}: {note}")
-    if seconds is not None:
-        times[FIT] = seconds
+    if fit is not None:
+        calls[FIT] = fit
+    times = time_alternating(calls, settings)
     memory = {}
     if with_memory:
         for name in (MANUAL, AUTODIFF):
