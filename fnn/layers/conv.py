@@ -173,8 +173,9 @@ def _blocked_dw(x_pad: Any, dy: Any, window: tuple[int, int]) -> Any:
     ``dy_blocks^T @ x_blocks`` is ``(B*F, kh*(B+kw-1)*C)`` and ``dw[i, j]`` sums
     its entries where an input column sits ``j`` after an output column:
     ``(B+kw-1)/kw`` times the arithmetic of ``cols^T @ dy`` on a matrix about
-    ``B`` times smaller, with both sides of the product wider than ``F`` and
-    ``kh*kw*C``. ``B`` makes ``B*F`` at least 24, at most 4 columns.
+    ``B`` times smaller, whose two sides (``B*F`` and ``kh*(B+kw-1)*C``) are
+    wider than im2col's ``F`` and ``kh*kw*C`` when ``B > 1``. ``B`` is the
+    smallest width with ``B*F >= 24``, at most 4.
     """
     kh, kw = window
     n, _, wp, c = x_pad.shape
