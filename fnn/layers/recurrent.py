@@ -245,9 +245,10 @@ def _recurrent(
             dz, da, dprev = cell.step_bwd(params, cache, prev, dnew)
             if keep_t is not None:  # ... and its state came straight from the step before
                 dprev = tuple(xp.where(keep_t, dp, d) for dp, d in zip(dprev, dcarry))
-            return dprev, (dz, da)
+            return dprev, (None if dz is da else dz, da)  # stack a shared cotangent once
 
         dcarry0, (dz, da) = backend.scan(body, dlast, (caches, prevs, dys, keep), reverse=True)
+        dz = da if dz is None else dz
         n = time * batch
         dz, da = dz.reshape(n, G * hidden), da.reshape(n, G * hidden)
         grads = {
