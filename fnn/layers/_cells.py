@@ -44,6 +44,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
+import numpy as np
+
 from fnn import backend
 from fnn import functional as F
 
@@ -97,13 +99,19 @@ def rnn_cell(activation: Any) -> Cell:
 # --------------------------------------------------------------------------- #
 
 
+def _lstm_gate_columns(xp, n: int) -> Array:
+    """``(4n,)`` bools: True on the g block's columns (tanh), False on i, f, o (sigmoid)."""
+    return xp.asarray(np.arange(4 * n) // n == 2)
+
+
 def _lstm_step(params, z, carry):
     h, c = carry
     xp = backend.namespace(z, h)
     a = z + h @ params["w_h"]
-    n = a.shape[-1] // 4
-    # the four gates' activations as one array: one stacked cache per step, not four
-    act = xp.concatenate([F.sigmoid(a[..., : 2 * n]), xp.tanh(a[..., 2 * n : 3 * n]), F.sigmoid(a[..., 3 * n :])], -1)
+    is_g = _lstm_gate_columns(xp, a.shape[-1] // 4)
+    # all four gates in one elementwise pass: sigmoid(x) = (1 + tanh(x / 2)) / 2
+    t = xp.tanh(xp.where(is_g, a, 0.5 * a))
+    act = xp.where(is_g, t, 0.5 + 0.5 * t)
     i, f, g, o = _blocks(act, 4)
     c_new = f * c + i * g
     return (o * xp.tanh(c_new), c_new), act
@@ -116,15 +124,11 @@ def _lstm_step_bwd(params, act, prev, dnew):
     xp = backend.namespace(dh, dc)
     tanh_c = xp.tanh(f * c_prev + i * g)  # recomputed from the gates: cheaper than stacking it
     dc = dc + dh * o * F.d_tanh(tanh_c)  # c' reaches the loss directly and through h' = o*tanh(c')
-    da = xp.concatenate(
-        [
-            dc * g * F.d_sigmoid(i),
-            dc * c_prev * F.d_sigmoid(f),
-            dc * i * F.d_tanh(g),
-            dh * tanh_c * F.d_sigmoid(o),
-        ],
-        axis=-1,
-    )
+    # da = [dc g, dc c_prev, dc i, dh tanh_c] * (the gates' derivatives), as one elementwise pass
+    is_g = _lstm_gate_columns(xp, act.shape[-1] // 4)
+    outer = xp.concatenate([dc, dc, dc, dh], axis=-1)
+    inner = xp.concatenate([g, c_prev, i, tanh_c], axis=-1)
+    da = outer * inner * xp.where(is_g, F.d_tanh(act), F.d_sigmoid(act))
     return da, da, (da @ params["w_h"].T, dc * f)
 
 
