@@ -12,8 +12,9 @@ so that the backward visibly mirrors the forward:
 
 ``step(params, z_t, carry) -> (new_carry, cache)``
     ``carry`` is ``(h,)`` or ``(h, c)``, each ``(batch, hidden)``; ``cache``
-    holds what the backward needs beyond the carries (the gate activations;
-    the fewer arrays, the fewer stacked writes per step of the loop).
+    holds what the backward needs beyond the carries (for the LSTM its four
+    gate activations as one array, and ``tanh(c)``: each cached array is one
+    stacked write per step of the loop, so the fewer, the faster).
 ``step_bwd(params, cache, prev, dnew) -> (dz_t, da_t, dprev)``
     ``dnew`` is the cotangent of ``new_carry``, ``prev`` the carry before the
     step. Returns the cotangent of ``z_t`` (which gives ``dx``, ``dw_x`` and
@@ -114,15 +115,16 @@ def _lstm_step(params, z, carry):
     act = xp.where(is_g, t, 0.5 + 0.5 * t)
     i, f, g, o = _blocks(act, 4)
     c_new = f * c + i * g
-    return (o * xp.tanh(c_new), c_new), act
+    tanh_c = xp.tanh(c_new)
+    return (o * tanh_c, c_new), (act, tanh_c)
 
 
-def _lstm_step_bwd(params, act, prev, dnew):
+def _lstm_step_bwd(params, cache, prev, dnew):
+    act, tanh_c = cache
     i, f, g, o = _blocks(act, 4)
     _, c_prev = prev
     dh, dc = dnew
     xp = backend.namespace(dh, dc)
-    tanh_c = xp.tanh(f * c_prev + i * g)  # recomputed from the gates: cheaper than stacking it
     dc = dc + dh * o * F.d_tanh(tanh_c)  # c' reaches the loss directly and through h' = o*tanh(c')
     # da = [dc g, dc c_prev, dc i, dh tanh_c] * (the gates' derivatives), as one elementwise pass
     is_g = _lstm_gate_columns(xp, act.shape[-1] // 4)
