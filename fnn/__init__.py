@@ -23,7 +23,7 @@ from fnn import (
     train,
 )
 from fnn.backend import fold_in, key, split
-from fnn.core import Layer, LayerError, summary
+from fnn.core import Layer, LayerError, layer_factory, summary
 from fnn.grad import manual_vjp, value_and_grad
 
 __version__ = "0.1.0"
@@ -39,6 +39,7 @@ __all__ = [
     "gradcheck",
     "initializers",
     "key",
+    "layer_factory",
     "layers",
     "losses",
     "manual_vjp",

@@ -57,7 +57,7 @@ __all__ = [
     "tree_size",
     "tree_cast",
     "to_numpy",
-    "add_at",
+    "eval_init_shapes",
     "scan",
     "xla_conv",
     "xla_reduce_window",
@@ -112,14 +112,12 @@ def tree_cast(tree: PyTree, dtype) -> PyTree:
     return tree_map(cast, tree)
 
 
-def add_at(x: Array, index: Any, values: Array) -> Array:
-    """Return ``x`` with ``values`` added at ``index``, repeated indices adding up
-    (a pure scatter-add: ``x`` is not modified)."""
-    if is_jax_array(x) or is_jax_array(values):
-        return jnp.asarray(x).at[index].add(values)
-    out = np.array(x, copy=True)
-    np.add.at(out, index, values)
-    return out
+def eval_init_shapes(init: Callable[[Key], PyTree]) -> PyTree:
+    """The output of ``init(key)`` as shapes and dtypes, without allocating
+    (``jax.eval_shape``) when JAX is present; on NumPy alone it runs ``init``."""
+    if HAS_JAX:
+        return jax.eval_shape(lambda: init(jax.random.key(0)))
+    return init(np.random.default_rng(0))
 
 
 def scan(f: Callable, init: PyTree, xs: PyTree, length: int | None = None, reverse: bool = False) -> tuple[PyTree, PyTree]:

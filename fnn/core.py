@@ -1,24 +1,32 @@
-"""The Layer contract and the combinators that build models out of layers.
-
-A layer is an immutable value with a name and pure functions::
+"""The Layer contract: an immutable value with a name, its hyper-parameters and
+pure functions::
 
     layer.init(key, input_shape)                        -> (params, state)
     layer.out_shape(input_shape)                        -> output_shape
     layer.apply(params, state, x, *, key=None, train=False) -> (y, new_state)
     layer.fwd(params, state, x, *, key=None, train=False)   -> (y, new_state, residuals)
-    layer.bwd(params, residuals, dy)                    -> (dparams, dx)
+    layer.bwd(params, residuals, dy, *, input_grad=True)    -> (dparams, dx)
 
 ``fwd`` is the forward pass that keeps what ``bwd`` needs; ``bwd`` is the
 hand-written vector-Jacobian product. ``apply`` is ``fwd`` without the
 residuals, so manual backprop and autodiff differentiate the very same forward
-computation. A model is just a layer built with the combinators below.
+computation. A model is just a layer built with the combinators of
+:mod:`fnn.combinators` (re-exported here).
+
+Layers are values: a layer made by a :func:`layer_factory` (every layer of
+fnn is) exposes its hyper-parameters as :attr:`Layer.config`, prints as the
+call that built it (``dense(features=64, ...)``), and compares and hashes equal
+to any layer built with the same arguments, so rebuilding a model reuses
+every compiled function cached for it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-from typing import Any, Callable, Iterator, Mapping, Sequence
+import functools
+import inspect
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +36,7 @@ __all__ = [
     "Layer",
     "LayerError",
     "Shape",
+    "layer_factory",
     "serial",
     "parallel",
     "fan_out",
@@ -37,10 +46,14 @@ __all__ = [
     "summary",
     "unique_names",
     "check_keys",
+    "check_no_params",
     "check_param_shapes",
     "check_positive_int",
+    "expect_single",
+    "no_params",
     "normalize_shape",
     "is_multi_shape",
+    "single_shape",
 ]
 
 Array = Any
@@ -101,101 +114,39 @@ def normalize_shape(shape: Any, layer: str = "model") -> Shape:
     return tuple(out)
 
 
-def _same_dims(a: Shape, b: Shape) -> bool:
+def same_dims(a: Shape, b: Shape) -> bool:
     """Shapes agree where both are known."""
     return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
 
 
 # --------------------------------------------------------------------------- #
-# The Layer value
-# --------------------------------------------------------------------------- #
-
-InitFn = Callable[[Any, Shape, Any], tuple[PyTree, PyTree]]
-ShapeFn = Callable[[Shape], Shape]
-FwdFn = Callable[[PyTree, PyTree, Any, Any, bool], tuple[Any, PyTree, PyTree]]
-BwdFn = Callable[[PyTree, PyTree, Any], tuple[PyTree, Any]]
-SublayersFn = Callable[[Shape], Sequence[tuple[str, "Layer", Shape]]]
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Layer:
-    """An immutable layer: a name and the pure functions of the contract.
-
-    Build one by giving the raw functions (without keyword-only arguments)::
-
-        Layer(name, init=lambda key, shape, dtype: (params, state),
-              out_shape=lambda shape: shape,
-              fwd=lambda params, state, x, key, train: (y, state, residuals),
-              bwd=lambda params, residuals, dy: (dparams, dx))
-
-    The public methods add argument checks and error paths around them.
-    """
-
-    name: str
-    init_fn: InitFn
-    out_shape_fn: ShapeFn
-    fwd_fn: FwdFn
-    bwd_fn: BwdFn
-    sublayers_fn: SublayersFn | None = None
-    apply_fn: Callable | None = None  # set by fnn.manual_vjp
-    doc: str = ""
-
-    # -- the contract ------------------------------------------------------ #
-
-    def init(self, key: Any, input_shape: Shape, *, dtype: Any = np.float32) -> tuple[PyTree, PyTree]:
-        """Fresh ``(params, state)`` for inputs of ``input_shape`` (batch dim included).
-        The key decides the backend: a JAX key gives JAX arrays, a NumPy
-        Generator gives NumPy arrays."""
-        if not backend.is_key(key):
-            raise TypeError(
-                f"{self.name}.init: key must be a JAX PRNG key (jax.random.key(0)) or a "
-                f"numpy.random.Generator (numpy.random.default_rng(0)); got {type(key).__name__}"
-            )
-        return self.init_fn(key, normalize_shape(input_shape, self.name), dtype)
-
-    def out_shape(self, input_shape: Shape) -> Shape:
-        """The output shape for inputs of ``input_shape``."""
-        return self.out_shape_fn(normalize_shape(input_shape, self.name))
-
-    def fwd(self, params: PyTree, state: PyTree, x: Any, *, key: Any = None, train: bool = False) -> tuple[Any, PyTree, PyTree]:
-        """Forward pass returning ``(y, new_state, residuals)`` for :meth:`bwd`."""
-        _check_call(self.name, key, train)
-        return self.fwd_fn(params, state, x, key, train)
-
-    def apply(self, params: PyTree, state: PyTree, x: Any, *, key: Any = None, train: bool = False) -> tuple[Any, PyTree]:
-        """Forward pass returning ``(y, new_state)``; ``train=False`` never changes state."""
-        _check_call(self.name, key, train)
-        if self.apply_fn is not None:
-            return self.apply_fn(params, state, x, key, train)
-        y, new_state, _ = self.fwd_fn(params, state, x, key, train)
-        return y, new_state
-
-    def bwd(self, params: PyTree, residuals: PyTree, dy: Any) -> tuple[PyTree, Any]:
-        """Hand-written vector-Jacobian product: ``(dparams, dx)`` from ``dy``."""
-        return self.bwd_fn(params, residuals, dy)
-
-    def sublayers(self, input_shape: Shape) -> Sequence[tuple[str, "Layer", Shape]]:
-        """``[(key, child, child_input_shape)]`` for a combinator, ``[]`` for a leaf."""
-        if self.sublayers_fn is None:
-            return []
-        return self.sublayers_fn(normalize_shape(input_shape, self.name))
-
-    def __repr__(self) -> str:
-        return f"<fnn layer {self.name!r}>"
-
-
-def _check_call(name: str, key: Any, train: Any) -> None:
-    if not isinstance(train, (bool, np.bool_)):
-        raise TypeError(f"{name}: train must be a Python bool (a static flag); got {type(train).__name__}")
-    if key is not None and not backend.is_key(key):
-        raise TypeError(
-            f"{name}: key must be None, a JAX PRNG key or a numpy.random.Generator; got {type(key).__name__}"
-        )
-
-
-# --------------------------------------------------------------------------- #
 # Checks shared by layers
 # --------------------------------------------------------------------------- #
+
+
+def single_shape(layer: str, shape: Shape) -> Shape:
+    """``shape`` if it is the shape of one input, else a LayerError."""
+    if is_multi_shape(shape):
+        raise LayerError(layer, f"expected a single input, got a tuple of {len(shape)} inputs with shapes {shape}")
+    return shape
+
+
+def expect_single(layer: str, x: Any) -> Any:
+    """``x`` if it is one array (not a tuple or list of inputs), else a LayerError."""
+    if isinstance(x, (tuple, list)):
+        raise LayerError(layer, f"expected a single array, got a tuple of {len(x)} inputs")
+    return x
+
+
+def check_no_params(layer: str, params: Any) -> None:
+    """A layer without parameters must be given ``{}``."""
+    if not (isinstance(params, Mapping) and len(params) == 0):
+        raise LayerError(layer, f"has no params; expected {{}}, got {params!r:.80}")
+
+
+def no_params(key: Any, shape: Shape, dtype: Any) -> tuple[dict, dict]:
+    """The ``init`` of a layer with neither params nor state."""
+    return {}, {}
 
 
 def check_keys(layer: str, what: str, tree: Any, expected: Sequence[str]) -> None:
@@ -231,341 +182,279 @@ def check_positive_int(layer: str, what: str, value: Any) -> int:
     return int(value)
 
 
-def unique_names(layers: Sequence[Layer]) -> list[str]:
-    """Readable unique keys in order: ``dense``, ``relu``, ``dense_1``, ..."""
-    seen: dict[str, int] = {}
-    taken = set()
-    out = []
-    for layer in layers:
-        base = layer.name
-        n = seen.get(base, 0)
-        name = base if n == 0 else f"{base}_{n}"
-        while name in taken:
-            n += 1
-            name = f"{base}_{n}"
-        seen[base] = n + 1
-        taken.add(name)
-        out.append(name)
-    return out
-
-
-def _check_layers(combinator: str, layers: Sequence[Any]) -> None:
-    for i, layer in enumerate(layers):
-        if not isinstance(layer, Layer):
-            hint = " (a layer factory such as dense must be called: dense(10))" if callable(layer) else ""
-            raise TypeError(f"{combinator}: argument {i} must be an fnn Layer; got {type(layer).__name__}{hint}")
-
-
-def _single_shape(layer: str, shape: Shape) -> Shape:
-    if is_multi_shape(shape):
-        raise LayerError(layer, f"expected a single input, got a tuple of {len(shape)} inputs with shapes {shape}")
-    return shape
-
-
-def _multi_shape(layer: str, shape: Shape, n: int | None = None) -> Shape:
-    if not is_multi_shape(shape):
-        raise LayerError(layer, f"expected a tuple of inputs, got a single input of shape {shape}")
-    if n is not None and len(shape) != n:
-        raise LayerError(layer, f"expected a tuple of {n} inputs, got {len(shape)}")
-    return shape
-
-
-def _multi_input(layer: str, x: Any, n: int | None = None) -> tuple:
-    if not isinstance(x, (tuple, list)):
-        raise LayerError(layer, f"expected a tuple of inputs, got a single array of shape {np.shape(x)}")
-    if n is not None and len(x) != n:
-        raise LayerError(layer, f"expected a tuple of {n} inputs, got {len(x)}")
-    return tuple(x)
+def _check_call(name: str, key: Any, train: Any) -> None:
+    if not isinstance(train, (bool, np.bool_)):
+        raise TypeError(f"{name}: train must be a Python bool (a static flag); got {type(train).__name__}")
+    if key is not None and not backend.is_key(key):
+        raise TypeError(
+            f"{name}: key must be None, a JAX PRNG key or a numpy.random.Generator; got {type(key).__name__}"
+        )
 
 
 # --------------------------------------------------------------------------- #
-# Combinators
+# Hyper-parameters as values
 # --------------------------------------------------------------------------- #
 
 
-def _stateless_init(key: Any, shape: Shape, dtype: Any) -> tuple[dict, dict]:
-    return {}, {}
+def _frozen(value: Any) -> Any:
+    """A hashable, comparable stand-in for a config value (containers become
+    tuples, arrays their dtype, shape and bytes)."""
+    if isinstance(value, Mapping):
+        return ("dict", tuple(sorted((str(k), _frozen(v)) for k, v in value.items())))
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, tuple(_frozen(v) for v in value))
+    if isinstance(value, np.ndarray):
+        return ("ndarray", value.dtype.str, value.shape, value.tobytes())
+    return value
 
 
-def _children_init(names, layers, shapes, key, dtype):
-    params, state = {}, {}
-    for name, layer, shape in zip(names, layers, shapes):
-        with scope(name):
-            params[name], state[name] = layer.init(backend.fold_in_name(key, name), shape, dtype=dtype)
-    return params, state
+class _Spec:
+    """What built a layer: the factory and its arguments (``name`` aside)."""
+
+    __slots__ = ("factory", "args", "kwargs", "frozen", "default_name")
+
+    def __init__(self, factory: str, args: tuple, kwargs: dict, default_name: str | None):
+        self.factory, self.args, self.kwargs = factory, args, kwargs
+        self.default_name = default_name  # the name a call without ``name=`` gives
+        self.frozen = (factory, _frozen(args), _frozen(kwargs))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Spec) and self.frozen == other.frozen
+
+    def __hash__(self) -> int:
+        try:
+            return hash(self.frozen)
+        except TypeError:  # an unhashable argument: equal specs still hash equal
+            return hash(self.factory)
 
 
-def _check_children(layer: str, names: Sequence[str], params: Any, state: Any) -> None:
-    check_keys(layer, "params", params, names)
-    check_keys(layer, "state", state, names)
+# --------------------------------------------------------------------------- #
+# The Layer value
+# --------------------------------------------------------------------------- #
+
+InitFn = Callable[[Any, Shape, Any], tuple[PyTree, PyTree]]
+ShapeFn = Callable[[Shape], Shape]
+FwdFn = Callable[[PyTree, PyTree, Any, Any, bool], tuple[Any, PyTree, PyTree]]
+ApplyFn = Callable[[PyTree, PyTree, Any, Any, bool], tuple[Any, PyTree]]
+BwdFn = Callable[..., tuple[PyTree, Any]]
+SublayersFn = Callable[[Shape], Sequence[tuple[str, "Layer", Shape]]]
 
 
-def serial(*layers: Layer, name: str = "serial") -> Layer:
-    """Layers applied one after another; params keyed ``dense``, ``relu``, ``dense_1``, ..."""
-    _check_layers("serial", layers)
-    names = unique_names(layers)
-
-    def sublayers(shape):
-        out = []
-        for n, layer in zip(names, layers):
-            out.append((n, layer, shape))
-            with scope(n):
-                shape = layer.out_shape(shape)
-        return out
-
-    def init(key, shape, dtype):
-        subs = sublayers(shape)
-        return _children_init(names, layers, [s for _, _, s in subs], key, dtype)
-
-    def out_shape(shape):
-        for n, layer in zip(names, layers):
-            with scope(n):
-                shape = layer.out_shape(shape)
-        return shape
-
-    def fwd(params, state, x, key, train):
-        _check_children(name, names, params, state)
-        new_state, residuals = {}, {}
-        for n, layer in zip(names, layers):
-            with scope(n):
-                x, new_state[n], residuals[n] = layer.fwd(
-                    params[n], state[n], x, key=backend.fold_in_name(key, n), train=train
-                )
-        return x, new_state, residuals
-
-    def bwd(params, residuals, dy):
-        grads = {}
-        for n, layer in reversed(list(zip(names, layers))):
-            grads[n], dy = layer.bwd(params[n], residuals[n], dy)
-        return grads, dy
-
-    return Layer(name, init, out_shape, fwd, bwd, sublayers)
+def _accepts_input_grad(bwd: Callable) -> bool:
+    try:
+        return "input_grad" in inspect.signature(bwd).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return False
 
 
-def parallel(*layers: Layer, name: str = "parallel") -> Layer:
-    """Layer ``i`` applied to input ``i`` of a tuple; returns the tuple of outputs."""
-    _check_layers("parallel", layers)
-    names = unique_names(layers)
+class Layer:
+    """An immutable layer: a name, its hyper-parameters and the pure functions
+    of the contract (see :mod:`fnn.core`).
 
-    def sublayers(shape):
-        shapes = _multi_shape(name, shape, len(layers))
-        return list(zip(names, layers, shapes))
+    Build a layer from its raw functions (each takes its arguments
+    positionally), usually inside a :func:`layer_factory`::
 
-    def init(key, shape, dtype):
-        return _children_init(names, layers, _multi_shape(name, shape, len(layers)), key, dtype)
+        Layer(name,
+              init=lambda key, shape, dtype: (params, state),
+              out_shape=lambda shape: shape,
+              fwd=lambda params, state, x, key, train: (y, state, residuals),
+              bwd=lambda params, residuals, dy: (dparams, dx))
 
-    def out_shape(shape):
-        outs = []
-        for n, layer, s in sublayers(shape):
-            with scope(n):
-                outs.append(layer.out_shape(s))
-        return tuple(outs)
+    Args:
+        name: the layer's key in a combinator's params (``dense``, ``dense_1``, ...).
+        init, out_shape, fwd, bwd: the raw functions. ``bwd`` may take a
+            keyword ``input_grad``: when the caller passes ``input_grad=False``
+            it does not need ``dx`` and the layer may return ``None`` for it
+            (skipping, say, ``dy @ w.T``); a ``bwd`` without that keyword always
+            computes ``dx`` and the caller drops it.
+        apply: ``(params, state, x, key, train) -> (y, new_state)``, when it is
+            not ``fwd`` without the residuals (a combinator applies its children
+            with their own ``apply``; :func:`fnn.manual_vjp` installs a
+            ``jax.custom_vjp`` here).
+        sublayers: ``shape -> [(key, child, child_input_shape)]`` for a combinator.
+        doc: a one-line description for :func:`summary` and ``help``.
 
-    def fwd(params, state, x, key, train):
-        xs = _multi_input(name, x, len(layers))
-        _check_children(name, names, params, state)
-        ys, new_state, residuals = [], {}, {}
-        for n, layer, xi in zip(names, layers, xs):
-            with scope(n):
-                yi, new_state[n], residuals[n] = layer.fwd(
-                    params[n], state[n], xi, key=backend.fold_in_name(key, n), train=train
-                )
-            ys.append(yi)
-        return tuple(ys), new_state, residuals
+    The public methods add argument checks and error paths around the raw functions.
+    """
 
-    def bwd(params, residuals, dy):
-        grads, dxs = {}, []
-        for n, layer, dyi in zip(names, layers, dy):
-            grads[n], dxi = layer.bwd(params[n], residuals[n], dyi)
-            dxs.append(dxi)
-        return grads, tuple(dxs)
+    __slots__ = ("name", "doc", "_init", "_out_shape", "_fwd", "_bwd", "_apply", "_sublayers", "_spec", "_skips_dx")
 
-    return Layer(name, init, out_shape, fwd, bwd, sublayers)
+    def __init__(
+        self,
+        name: str,
+        init: InitFn,
+        out_shape: ShapeFn,
+        fwd: FwdFn,
+        bwd: BwdFn,
+        *,
+        apply: ApplyFn | None = None,
+        sublayers: SublayersFn | None = None,
+        doc: str = "",
+    ):
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"Layer: name must be a non-empty str; got {name!r}")
+        for what, fn in (("init", init), ("out_shape", out_shape), ("fwd", fwd), ("bwd", bwd)):
+            if not callable(fn):
+                raise TypeError(f"Layer {name!r}: {what} must be a function; got {type(fn).__name__}")
+        values = dict(name=name, doc=doc, _init=init, _out_shape=out_shape, _fwd=fwd, _bwd=bwd, _apply=apply)
+        values.update(_sublayers=sublayers, _spec=None, _skips_dx=_accepts_input_grad(bwd))
+        for k, v in values.items():
+            object.__setattr__(self, k, v)
 
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError(f"fnn layers are immutable; use layer.replace({key}=...) for a changed copy")
 
-def fan_out(n: int, *, name: str = "fan_out") -> Layer:
-    """One input copied into a tuple of ``n``; the backward pass sums the cotangents."""
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"fan_out: n must be a positive int; got {n!r}")
+    # -- the contract ------------------------------------------------------ #
 
-    def out_shape(shape):
-        return (_single_shape(name, shape),) * n
-
-    def fwd(params, state, x, key, train):
-        if isinstance(x, (tuple, list)):
-            raise LayerError(name, f"expected a single array, got a tuple of {len(x)} inputs")
-        return (x,) * n, state, None
-
-    def bwd(params, residuals, dy):
-        total = dy[0]
-        for d in dy[1:]:
-            total = total + d
-        return {}, total
-
-    return Layer(name, _stateless_init, out_shape, fwd, bwd)
-
-
-def _fan_in_sum() -> Layer:
-    name = "fan_in_sum"
-
-    def out_shape(shape):
-        shapes = _multi_shape(name, shape)
-        for s in shapes[1:]:
-            if not _same_dims(s, shapes[0]):
-                raise LayerError(name, f"all inputs must have the same shape (no broadcasting); got {shapes}")
-        return shapes[0]
-
-    def fwd(params, state, x, key, train):
-        xs = _multi_input(name, x)
-        shapes = [tuple(np.shape(a)) for a in xs]
-        if any(s != shapes[0] for s in shapes):
-            raise LayerError(name, f"all inputs must have the same shape (no broadcasting); got {shapes}")
-        total = xs[0]
-        for a in xs[1:]:
-            total = total + a
-        return total, state, len(xs)
-
-    def bwd(params, n, dy):
-        return {}, (dy,) * n
-
-    return Layer(name, _stateless_init, out_shape, fwd, bwd, doc="Sum of a tuple of inputs of identical shapes.")
-
-
-fan_in_sum = _fan_in_sum()
-
-
-def fan_in_concat(axis: int = -1, *, name: str = "fan_in_concat") -> Layer:
-    """Concatenation of a tuple of inputs along ``axis`` (not the batch axis)."""
-
-    def resolve(rank):
-        ax = axis + rank if axis < 0 else axis
-        if not 0 < ax < rank:
-            raise LayerError(name, f"axis {axis} is out of range or the batch axis for inputs of rank {rank}")
-        return ax
-
-    def out_shape(shape):
-        shapes = _multi_shape(name, shape)
-        ax = resolve(len(shapes[0]))
-        for s in shapes[1:]:
-            drop = lambda t: t[:ax] + t[ax + 1 :]  # noqa: E731
-            if len(s) != len(shapes[0]) or not _same_dims(drop(s), drop(shapes[0])):
-                raise LayerError(name, f"inputs must agree on every axis but {axis}; got {shapes}")
-        sizes = [s[ax] for s in shapes]
-        total = None if any(d is None for d in sizes) else sum(sizes)
-        return shapes[0][:ax] + (total,) + shapes[0][ax + 1 :]
-
-    def fwd(params, state, x, key, train):
-        xs = _multi_input(name, x)
-        out_shape(tuple(tuple(np.shape(a)) for a in xs))
-        ax = resolve(np.ndim(xs[0]))
-        xp = backend.namespace(xs)
-        sizes = [np.shape(a)[ax] for a in xs]
-        return xp.concatenate(xs, axis=ax), state, (ax, sizes)
-
-    def bwd(params, residuals, dy):
-        ax, sizes = residuals
-        xp = backend.namespace(dy)
-        cuts = np.cumsum(sizes)[:-1].tolist()
-        return {}, tuple(xp.split(dy, cuts, axis=ax))
-
-    return Layer(name, _stateless_init, out_shape, fwd, bwd)
-
-
-def residual(layer: Layer, shortcut: Layer | None = None, *, name: str = "residual") -> Layer:
-    """``y = layer(x) + x``, or ``layer(x) + shortcut(x)`` with a projection
-    shortcut (e.g. a 1x1 conv) when the shapes differ. Params are keyed by the
-    layer's name and ``shortcut``."""
-    _check_layers("residual", [layer] + ([shortcut] if shortcut is not None else []))
-    children = [layer] if shortcut is None else [layer, dataclasses.replace(shortcut, name="shortcut")]
-    names = unique_names(children)
-
-    def sublayers(shape):
-        shape = _single_shape(name, shape)
-        return [(n, c, shape) for n, c in zip(names, children)]
-
-    def init(key, shape, dtype):
-        out_shape(shape)
-        return _children_init(names, children, [shape] * len(children), key, dtype)
-
-    def out_shape(shape):
-        shape = _single_shape(name, shape)
-        with scope(names[0]):
-            main = layer.out_shape(shape)
-        if shortcut is None:
-            other = shape
-            what = "input"
-        else:
-            with scope(names[1]):
-                other = shortcut.out_shape(shape)
-            what = "shortcut output"
-        if not _same_dims(main, other):
-            raise LayerError(
-                name,
-                f"the main branch gives shape {main} but the {what} has shape {other}; "
-                "pass a projection, e.g. residual(block, shortcut=conv2d(features, 1))",
+    def init(self, key: Any, input_shape: Shape, *, dtype: Any = np.float32) -> tuple[PyTree, PyTree]:
+        """Fresh ``(params, state)`` for inputs of ``input_shape`` (batch dim included).
+        The key decides the backend: a JAX key gives JAX arrays, a NumPy
+        Generator gives NumPy arrays."""
+        if not backend.is_key(key):
+            raise TypeError(
+                f"{self.name}.init: key must be a JAX PRNG key (jax.random.key(0)) or a "
+                f"numpy.random.Generator (numpy.random.default_rng(0)); got {type(key).__name__}"
             )
-        return main
+        return self._init(key, normalize_shape(input_shape, self.name), dtype)
 
-    def fwd(params, state, x, key, train):
-        _check_children(name, names, params, state)
-        new_state, residuals = {}, {}
-        outs = []
-        for n, child in zip(names, children):
-            with scope(n):
-                y, new_state[n], residuals[n] = child.fwd(params[n], state[n], x, key=backend.fold_in_name(key, n), train=train)
-            outs.append(y)
-        if shortcut is None:
-            outs.append(x)
-        if np.shape(outs[0]) != np.shape(outs[1]):
-            raise LayerError(name, f"branch shapes differ: {np.shape(outs[0])} vs {np.shape(outs[1])}")
-        return outs[0] + outs[1], new_state, residuals
+    def out_shape(self, input_shape: Shape) -> Shape:
+        """The output shape for inputs of ``input_shape``."""
+        return self._out_shape(normalize_shape(input_shape, self.name))
 
-    def bwd(params, residuals, dy):
-        grads = {}
-        dx = None
-        for n, child in zip(names, children):
-            grads[n], dxi = child.bwd(params[n], residuals[n], dy)
-            dx = dxi if dx is None else dx + dxi
-        if shortcut is None:
-            dx = dx + dy
-        return grads, dx
+    def fwd(self, params: PyTree, state: PyTree, x: Any, *, key: Any = None, train: bool = False) -> tuple[Any, PyTree, PyTree]:
+        """Forward pass returning ``(y, new_state, residuals)`` for :meth:`bwd`."""
+        _check_call(self.name, key, train)
+        return self._fwd(params, state, x, key, train)
 
-    return Layer(name, init, out_shape, fwd, bwd, sublayers)
+    def apply(self, params: PyTree, state: PyTree, x: Any, *, key: Any = None, train: bool = False) -> tuple[Any, PyTree]:
+        """Forward pass returning ``(y, new_state)``; ``train=False`` never changes state."""
+        _check_call(self.name, key, train)
+        if self._apply is not None:
+            return self._apply(params, state, x, key, train)
+        y, new_state, _ = self._fwd(params, state, x, key, train)
+        return y, new_state
+
+    def bwd(self, params: PyTree, residuals: PyTree, dy: Any, *, input_grad: bool = True) -> tuple[PyTree, Any]:
+        """Hand-written vector-Jacobian product: ``(dparams, dx)`` from ``dy``.
+
+        ``input_grad=False`` says the caller drops ``dx`` (the model input's
+        cotangent in :func:`fnn.value_and_grad`): a layer that can skip it
+        returns ``None`` for ``dx``."""
+        if self._skips_dx:
+            return self._bwd(params, residuals, dy, input_grad=input_grad)
+        return self._bwd(params, residuals, dy)
+
+    def sublayers(self, input_shape: Shape) -> Sequence[tuple[str, "Layer", Shape]]:
+        """``[(key, child, child_input_shape)]`` for a combinator, ``[]`` for a leaf."""
+        if self._sublayers is None:
+            return []
+        return self._sublayers(normalize_shape(input_shape, self.name))
+
+    # -- a value ----------------------------------------------------------- #
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The hyper-parameters the layer was built with (``name`` aside; a
+        combinator's child layers under their argument's name). ``{}`` for a
+        layer that is a value (``relu``) or was built from raw functions."""
+        if self._spec is None:
+            return {}
+        return dict(self._spec.kwargs)
+
+    def replace(self, **changes: Any) -> "Layer":
+        """A copy with some of ``name``, ``doc`` or the raw functions (``init``,
+        ``out_shape``, ``fwd``, ``bwd``, ``apply``, ``sublayers``) changed.
+
+        A copy with other functions is another layer: it no longer compares
+        equal to the layers built by its factory."""
+        fields = ("init", "out_shape", "fwd", "bwd", "apply", "sublayers")
+        unknown = sorted(set(changes) - {"name", "doc", *fields})
+        if unknown:
+            raise TypeError(f"{self.name}.replace: unknown fields {unknown}; expected name, doc or {', '.join(fields)}")
+        current = {f: getattr(self, f"_{f}") for f in fields}
+        current.update(name=self.name, doc=self.doc)
+        current.update(changes)
+        new = type(self)._rebuild(self, current)
+        if not set(changes) & set(fields):
+            object.__setattr__(new, "_spec", self._spec)
+        return new
+
+    def _rebuild(self, values: dict) -> "Layer":
+        return Layer(values.pop("name"), **values)
+
+    def _identity(self) -> tuple:
+        return (type(self), self.name, self._spec) if self._spec is not None else (id(self),)
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if not isinstance(other, Layer) or self._spec is None or other._spec is None:
+            return False
+        return self._identity() == other._identity()
+
+    def __hash__(self) -> int:
+        return hash(self._identity())
+
+    def __repr__(self) -> str:
+        spec = self._spec
+        if spec is None:
+            return self.name
+        parts = [repr(a) for a in spec.args] + [f"{k}={v!r}" for k, v in spec.kwargs.items()]
+        if self.name != spec.default_name:
+            parts.append(f"name={self.name!r}")
+        return f"{spec.factory}({', '.join(parts)})"
+
+
+def layer_factory(factory: Callable[..., Layer]) -> Callable[..., Layer]:
+    """Decorate a function that builds a :class:`Layer` from hyper-parameters,
+    so that its layers are readable values.
+
+    The layer it returns records the call: :attr:`Layer.config` holds every
+    argument but ``name`` (defaults included), ``repr`` reads like the call,
+    and two layers built with equal arguments compare and hash equal. The
+    factory's closures must depend on its arguments only.
+
+    >>> import fnn
+    >>> @fnn.layer_factory
+    ... def scale(factor: float, *, name: str = "scale") -> fnn.Layer:
+    ...     return fnn.Layer(name, init=fnn.core.no_params, out_shape=lambda s: s,
+    ...                      fwd=lambda p, s, x, key, train: (factor * x, s, None),
+    ...                      bwd=lambda p, r, dy: ({}, factor * dy))
+    >>> scale(2.0), scale(2.0) == scale(2.0), scale(2.0).config
+    (scale(factor=2.0), True, {'factor': 2.0})
+    """
+    signature = inspect.signature(factory)
+    star = [p.name for p in signature.parameters.values() if p.kind is inspect.Parameter.VAR_POSITIONAL]
+    name_param = signature.parameters.get("name")
+    name_default = name_param.default if name_param is not None and isinstance(name_param.default, str) else None
+
+    @functools.wraps(factory)
+    def build(*args: Any, **kwargs: Any) -> Layer:
+        layer = factory(*args, **kwargs)
+        if not isinstance(layer, Layer):
+            raise TypeError(f"{factory.__name__} must return an fnn Layer; got {type(layer).__name__}")
+        bound = signature.bind(*args, **kwargs)
+        default_name = name_default if "name" in bound.arguments else layer.name
+        bound.apply_defaults()
+        arguments = {k: v for k, v in bound.arguments.items() if k != "name"}
+        positional = tuple(arguments.pop(star[0])) if star else ()
+        object.__setattr__(layer, "_spec", _Spec(factory.__name__, positional, arguments, default_name))
+        return layer
+
+    return build
 
 
 # --------------------------------------------------------------------------- #
-# Summary
+# Combinators and the summary (in modules of their own, re-exported here)
 # --------------------------------------------------------------------------- #
 
-
-def _param_shapes(model: Layer, input_shape: Shape) -> PyTree:
-    """Param shapes without allocating (``jax.eval_shape``) when JAX is present."""
-    concrete = tuple(
-        tuple(1 if d is None else d for d in s) for s in input_shape
-    ) if is_multi_shape(input_shape) else tuple(1 if d is None else d for d in input_shape)
-    if backend.HAS_JAX:
-        return backend.jax.eval_shape(lambda: model.init(backend.jax.random.key(0), concrete)[0])
-    return model.init(np.random.default_rng(0), concrete)[0]
-
-
-def summary(model: Layer, input_shape: Shape) -> None:
-    """Print every layer's path, output shape and parameter count."""
-    input_shape = normalize_shape(input_shape, model.name)
-    params = _param_shapes(model, input_shape)
-    rows: list[tuple[str, str, str, int]] = []
-
-    def visit(layer: Layer, path: str, shape: Shape, p: PyTree) -> None:
-        count = backend.tree_size(p)
-        rows.append((path or layer.name, layer.name, str(layer.out_shape(shape)), count))
-        for key, child, child_shape in layer.sublayers(shape):
-            visit(child, f"{path}/{key}" if path else key, child_shape, p[key])
-
-    visit(model, "", input_shape, params)
-    headers = ("path", "layer", "output shape", "params")
-    widths = [max(len(h), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
-    line = lambda cells: "  ".join(str(c).ljust(w) if i < 3 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
-    print(line(headers))
-    print("  ".join("-" * w for w in widths))
-    for r in rows:
-        print(line(r))
-    print(f"total params: {rows[0][3]:,}")
+from fnn.combinators import (  # noqa: E402  (they build on the Layer above)
+    fan_in_concat,
+    fan_in_sum,
+    fan_out,
+    parallel,
+    residual,
+    serial,
+    unique_names,
+)
+from fnn.summary import summary  # noqa: E402

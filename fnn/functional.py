@@ -181,14 +181,6 @@ def d_tanh(y: Array) -> Array:
     return 1.0 - y * y
 
 
-def d_relu(x: Array) -> Array:
-    return namespace(x).where(x > 0, 1.0, 0.0).astype(x.dtype)
-
-
-def d_leaky_relu(x: Array, k: float) -> Array:
-    return namespace(x).where(x > 0, 1.0, k).astype(x.dtype)
-
-
 def d_elu(x: Array, y: Array, alpha: float) -> Array:
     """elu'(x): 1 for x > 0, else ``alpha * exp(x) = y + alpha``."""
     return namespace(x).where(x > 0, 1.0, y + alpha)

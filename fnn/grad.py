@@ -7,14 +7,12 @@ hand-written rules inside ``jax.grad`` through ``jax.custom_vjp``.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
 
 from fnn import backend
-from fnn.core import Layer
-from fnn.layers.dense import input_cotangent_unused
+from fnn.core import Layer, layer_factory
 from fnn.losses import Loss
 
 __all__ = ["forward_and_grad", "manual_vjp", "value_and_grad"]
@@ -55,8 +53,8 @@ def forward_and_grad(model: Layer, loss: Loss | Callable, method: str = "manual"
         def manual(params, state, x, target, *, key=None):
             pred, new_state, residuals = model.fwd(params, state, x, key=key, train=True)
             value, loss_residuals = loss.fwd(pred, target)
-            with input_cotangent_unused(*backend.tree_leaves(x)):  # the input's gradient is dropped below
-                grads, _ = model.bwd(params, residuals, loss.bwd(loss_residuals, 1.0))
+            # the input's cotangent is dropped: a layer fed by the input may skip it (dense skips dy @ w.T)
+            grads, _ = model.bwd(params, residuals, loss.bwd(loss_residuals, 1.0), input_grad=False)
             return value, new_state, pred, _like_params(grads, params)
 
         return manual
@@ -96,13 +94,18 @@ def value_and_grad(model: Layer, loss: Loss | Callable, method: str = "manual") 
     return f
 
 
+@layer_factory
 def manual_vjp(model: Layer) -> Layer:
     """The same model whose ``apply`` is a ``jax.custom_vjp`` running the
     hand-written ``fwd``/``bwd`` rules.
 
     ``jax.grad`` of any JAX function around ``model.apply`` then uses the
     manual backward pass for the model (and JAX's own for the rest). Gradients
-    flow to ``params`` and ``x``; ``state`` and ``key`` get none.
+    flow to ``params`` and ``x``; ``state`` and ``key`` get none. The rule
+    stays in force wherever the returned layer goes: combinators apply their
+    children with the children's own ``apply``, so a wrapped sub-model inside
+    ``serial`` (or under :func:`fnn.precision.policy`) is differentiated by its
+    hand-written rule. Its ``fwd`` / ``bwd`` are the model's.
 
     >>> import jax, fnn
     >>> model = fnn.manual_vjp(fnn.layers.serial(fnn.layers.dense(3), fnn.layers.tanh))
@@ -131,4 +134,4 @@ def manual_vjp(model: Layer) -> Layer:
         return _like_params(dparams, params), None, dx, None
 
     run.defvjp(run_fwd, run_bwd)
-    return dataclasses.replace(model, apply_fn=run)
+    return model.replace(apply=run, doc=f"{model.name} with its hand-written backward under jax.grad")

@@ -22,6 +22,8 @@ he / kaiming         2      fan_in      ReLU (He et al., 2015)
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from typing import Any, Callable, Sequence
 
@@ -51,7 +53,44 @@ __all__ = [
     "orthogonal",
 ]
 
-Initializer = Callable[[Any, Sequence[int], Any], Any]
+
+
+class Initializer:
+    """An initialiser as a value: ``init(key, shape, dtype=float32) -> array``,
+    printed as the call that built it (``he_normal()``), equal to any other
+    built by the same call (so a layer's config compares equal too)."""
+
+    __slots__ = ("_fn", "_call")
+
+    def __init__(self, fn: Callable[[Any, Sequence[int], Any], Any], call: str):
+        self._fn, self._call = fn, call
+
+    def __call__(self, key: Any, shape: Sequence[int], dtype: Any = np.float32) -> Any:
+        return self._fn(key, shape, dtype)
+
+    def __repr__(self) -> str:
+        return self._call
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Initializer) and other._call == self._call
+
+    def __hash__(self) -> int:
+        return hash(self._call)
+
+
+def _factory(build: Callable[..., Any]) -> Callable[..., Initializer]:
+    """An initialiser factory whose results print and compare as its call."""
+    signature = inspect.signature(build)
+
+    @functools.wraps(build)
+    def make(*args: Any, **kwargs: Any) -> Initializer:
+        made = build(*args, **kwargs)
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        call = f"{build.__name__}({', '.join(f'{k}={v!r}' for k, v in bound.arguments.items())})"
+        return Initializer(made._fn if isinstance(made, Initializer) else made, call)
+
+    return make
 
 
 def compute_fans(shape: Sequence[int]) -> tuple[int, int]:
@@ -72,6 +111,7 @@ def _check_shape(shape: Sequence[int]) -> tuple[int, ...]:
     return tuple(int(d) for d in shape)
 
 
+@_factory
 def constant(value: float) -> Initializer:
     """Every entry equal to ``value``."""
 
@@ -82,16 +122,13 @@ def constant(value: float) -> Initializer:
     return init
 
 
-def zeros(key, shape, dtype=np.float32):
-    """All zeros (biases; never all weights: every unit would stay identical)."""
-    return constant(0.0)(key, shape, dtype)
+zeros = Initializer(constant(0.0), "zeros")
+"""All zeros (biases; never all weights: every unit would stay identical)."""
+ones = Initializer(constant(1.0), "ones")
+"""All ones (e.g. a normalisation scale)."""
 
 
-def ones(key, shape, dtype=np.float32):
-    """All ones (e.g. a normalisation scale)."""
-    return constant(1.0)(key, shape, dtype)
-
-
+@_factory
 def normal(stddev: float = 0.01, mean: float = 0.0) -> Initializer:
     """Gaussian ``mean + stddev * N(0, 1)``; the default 0.01 is the curriculum's small random start."""
     if not stddev >= 0:
@@ -103,6 +140,7 @@ def normal(stddev: float = 0.01, mean: float = 0.0) -> Initializer:
     return init
 
 
+@_factory
 def uniform(low: float = -0.05, high: float = 0.05) -> Initializer:
     """Uniform in ``[low, high)``."""
     if not high > low:
@@ -114,6 +152,7 @@ def uniform(low: float = -0.05, high: float = 0.05) -> Initializer:
     return init
 
 
+@_factory
 def variance_scaling(scale: float, mode: str, distribution: str) -> Initializer:
     """Entries with variance ``scale / n``, ``n`` the fan_in, fan_out or fan_avg.
 
@@ -139,31 +178,37 @@ def variance_scaling(scale: float, mode: str, distribution: str) -> Initializer:
     return init
 
 
+@_factory
 def glorot_normal() -> Initializer:
     """Glorot / Xavier normal: std ``sqrt(2 / (fan_in + fan_out))``."""
     return variance_scaling(1.0, "fan_avg", "normal")
 
 
+@_factory
 def glorot_uniform() -> Initializer:
     """Glorot / Xavier uniform: limit ``sqrt(6 / (fan_in + fan_out))``."""
     return variance_scaling(1.0, "fan_avg", "uniform")
 
 
+@_factory
 def he_normal() -> Initializer:
     """He / Kaiming normal for ReLU: std ``sqrt(2 / fan_in)``."""
     return variance_scaling(2.0, "fan_in", "normal")
 
 
+@_factory
 def he_uniform() -> Initializer:
     """He / Kaiming uniform for ReLU: limit ``sqrt(6 / fan_in)``."""
     return variance_scaling(2.0, "fan_in", "uniform")
 
 
+@_factory
 def lecun_normal() -> Initializer:
     """LeCun normal: std ``1 / sqrt(fan_in)`` (what the classic notes call Xavier)."""
     return variance_scaling(1.0, "fan_in", "normal")
 
 
+@_factory
 def lecun_uniform() -> Initializer:
     """LeCun uniform: limit ``sqrt(3 / fan_in)``."""
     return variance_scaling(1.0, "fan_in", "uniform")
@@ -173,6 +218,7 @@ xavier_normal, xavier_uniform = glorot_normal, glorot_uniform
 kaiming_normal, kaiming_uniform = he_normal, he_uniform
 
 
+@_factory
 def orthogonal(scale: float = 1.0) -> Initializer:
     """A (semi-)orthogonal matrix times ``scale``, over the kernel reshaped to
     ``(prod(shape[:-1]), shape[-1])`` (Saxe et al., 2014)."""

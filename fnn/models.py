@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from fnn import initializers
-from fnn.core import Layer, residual, serial
+from fnn.core import Layer, layer_factory, residual, serial
 from fnn.layers.activations import relu
 from fnn.layers.conv import conv2d
 from fnn.layers.dense import dense
@@ -43,6 +43,7 @@ def _check_sizes(name: str, what: str, sizes: Sequence[int], allow_empty: bool =
     return sizes
 
 
+@layer_factory
 def mlp(
     features: Sequence[int] = (128,),
     num_classes: int = 10,
@@ -76,6 +77,7 @@ def mlp(
     return serial(*layers, name=name)
 
 
+@layer_factory
 def lenet5(
     num_classes: int = 10,
     *,
@@ -130,6 +132,7 @@ def lenet5(
     return serial(*layers, name=name)
 
 
+@layer_factory
 def alexnet(num_classes: int = 1000, *, dropout_rate: float = 0.5, name: str = "alexnet") -> Layer:
     """AlexNet for 224x224x3 images (about 62 million parameters at 1000 classes).
 
@@ -182,6 +185,7 @@ def alexnet(num_classes: int = 1000, *, dropout_rate: float = 0.5, name: str = "
     )
 
 
+@layer_factory
 def basic_block(features: int, *, stride: int = 1, project: bool = False, name: str = "block") -> Layer:
     """A ResNet basic block: ``relu(main(x) + shortcut(x))`` with
 
@@ -206,6 +210,7 @@ def basic_block(features: int, *, stride: int = 1, project: bool = False, name: 
     return serial(residual(main, shortcut), relu, name=name)
 
 
+@layer_factory
 def resnet(
     num_classes: int = 10,
     *,
@@ -246,6 +251,7 @@ def resnet(
     return serial(*layers, name=name)
 
 
+@layer_factory
 def lstm_classifier(num_classes: int = 10, hidden: int = 128, *, depth: int = 1, name: str = "lstm_classifier") -> Layer:
     """Stacked LSTMs over ``(batch, time, features)`` (or ``{"x": x, "mask": mask}``
     for variable lengths); the last state of the top LSTM feeds a dense layer

@@ -30,13 +30,12 @@ does not::
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
 
 from fnn import backend
-from fnn.core import Layer
+from fnn.core import Layer, layer_factory
 
 __all__ = ["policy", "resolve_dtype", "COMPUTE_DTYPES"]
 
@@ -84,6 +83,7 @@ def _marker(xp, a: Any) -> Array:
     return xp.zeros((0,), getattr(a, "dtype", np.float32))
 
 
+@layer_factory
 def policy(model: Layer, *, compute: Any = "bfloat16", output: Any = "float32", name: str | None = None) -> Layer:
     """``model`` running its arithmetic in ``compute`` and returning ``output``.
 
@@ -117,14 +117,18 @@ def policy(model: Layer, *, compute: Any = "bfloat16", output: Any = "float32", 
 
     def fwd(params, state, x, key, train):
         xp = backend.namespace(params, x)
-        y, new_state, residuals = model.fwd_fn(_cast(params, compute_dtype), state, _cast(x, compute_dtype), key, train)
+        y, new_state, residuals = model.fwd(_cast(params, compute_dtype), state, _cast(x, compute_dtype), key=key, train=train)
         markers = backend.tree_map(lambda a: _marker(xp, a), x)
         return _cast(y, output_dtype), _cast_like(new_state, state), (residuals, markers)
 
-    def bwd(params, saved, dy):
+    def apply(params, state, x, key, train):  # the model's own apply: a manual_vjp inside keeps its rule
+        y, new_state = model.apply(_cast(params, compute_dtype), state, _cast(x, compute_dtype), key=key, train=train)
+        return _cast(y, output_dtype), _cast_like(new_state, state)
+
+    def bwd(params, saved, dy, *, input_grad=True):
         residuals, markers = saved
-        dparams, dx = model.bwd_fn(_cast(params, compute_dtype), residuals, _cast(dy, compute_dtype))
-        return _cast_like(dparams, params), _cast_like(dx, markers)
+        dparams, dx = model.bwd(_cast(params, compute_dtype), residuals, _cast(dy, compute_dtype), input_grad=input_grad)
+        return _cast_like(dparams, params), None if dx is None else _cast_like(dx, markers)
 
     doc = f"{model.name} computing in {compute_dtype.name}, output {output_dtype.name}"
-    return dataclasses.replace(model, name=name or model.name, fwd_fn=fwd, bwd_fn=bwd, apply_fn=None, doc=doc)
+    return model.replace(name=name or model.name, fwd=fwd, bwd=bwd, apply=apply, doc=doc)

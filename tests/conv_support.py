@@ -11,7 +11,6 @@ compilation per check keep the suite fast on a small CPU.
 
 from __future__ import annotations
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -29,16 +28,21 @@ def jitted(layer: fnn.Layer) -> fnn.Layer:
     """The same layer whose fwd and bwd are jax.jit-compiled when given JAX
     arrays (NumPy arrays still run the NumPy code), so that a check on the JAX
     backend compiles once instead of op by op, as in real (jitted) use."""
-    fwd_jit = jax.jit(layer.fwd_fn, static_argnums=4)
-    bwd_jit = jax.jit(layer.bwd_fn)
+    def fwd_plain(params, state, x, key, train):
+        return layer.fwd(params, state, x, key=key, train=train)
+
+    def bwd_plain(params, residuals, dy):
+        return layer.bwd(params, residuals, dy)
+
+    fwd_jit, bwd_jit = jax.jit(fwd_plain, static_argnums=4), jax.jit(bwd_plain)
 
     def fwd(params, state, x, key, train):
-        return (fwd_jit if is_jax(params, state, x) else layer.fwd_fn)(params, state, x, key, train)
+        return (fwd_jit if is_jax(params, state, x) else fwd_plain)(params, state, x, key, train)
 
     def bwd(params, residuals, dy):
-        return (bwd_jit if is_jax(params, residuals, dy) else layer.bwd_fn)(params, residuals, dy)
+        return (bwd_jit if is_jax(params, residuals, dy) else bwd_plain)(params, residuals, dy)
 
-    return dataclasses.replace(layer, fwd_fn=fwd, bwd_fn=bwd)
+    return layer.replace(fwd=fwd, bwd=bwd)
 
 
 def check_gradients(layer, params, state, x, *, key=None, train=False, max_entries=None, seed=0, tol=TOL):

@@ -87,14 +87,6 @@ def test_tree_cast_and_to_numpy():
     assert type(host["w"]) is np.ndarray
 
 
-@pytest.mark.parametrize("xp", [np, jnp], ids=["numpy", "jax"])
-def test_add_at_adds_repeated_indices_without_mutating(xp):
-    x = xp.zeros(4)
-    out = backend.add_at(x, xp.array([0, 2, 0]), xp.array([1.0, 2.0, 3.0]))
-    np.testing.assert_array_equal(np.asarray(out), [4.0, 0.0, 2.0, 0.0])
-    np.testing.assert_array_equal(np.asarray(x), np.zeros(4))
-
-
 @pytest.mark.parametrize("reverse", [False, True])
 def test_scan_agrees_between_backends(reverse):
     def f(carry, x):

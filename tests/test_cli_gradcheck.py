@@ -5,7 +5,6 @@ import pytest
 
 from fnn import cli, gradcheck_suite
 from fnn import layers as L
-from fnn.core import Layer
 
 
 def test_every_layer_has_a_case():
@@ -34,8 +33,7 @@ def test_fnn_gradcheck_prints_the_table(capsys):
 
 def test_a_wrong_backward_rule_fails_and_is_reported(capsys):
     good = L.tanh
-    wrong = Layer("wrong_tanh", good.init_fn, good.out_shape_fn, good.fwd_fn,
-                  lambda params, res, dy: (lambda g: (g[0], 2 * g[1]))(good.bwd_fn(params, res, dy)))
+    wrong = good.replace(name="wrong_tanh", bwd=lambda params, res, dy: (lambda g: (g[0], 2 * g[1]))(good.bwd(params, res, dy)))
     broken = gradcheck_suite.Case("wrong tanh", lambda: wrong, (3, 4))
     crash = gradcheck_suite.Case("no such layer", lambda: L.dense(0), (3, 4))
     results = gradcheck_suite.run([broken, crash], methods=("numeric",))

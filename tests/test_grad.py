@@ -1,6 +1,5 @@
 """value_and_grad (manual vs autodiff, NumPy and jit) and the custom_vjp bridge."""
 
-import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -97,7 +96,7 @@ def _doubled(layer):
         grads, dx = layer.bwd(params, res, dy)
         return jax.tree.map(lambda g: 2 * g, grads), 2 * dx
 
-    return dataclasses.replace(layer, bwd_fn=bwd)
+    return layer.replace(bwd=bwd)
 
 
 def test_a_wrong_rule_changes_jax_grad_under_jit_and_vmap(problem):
@@ -204,3 +203,27 @@ def test_manual_grads_with_dense_fed_by_the_model_input(name):
     _, dx = model.bwd(params, res, np.ones((8, 3)))
     expected = jax.grad(lambda v: model.apply(jp, state, v)[0].sum())(jnp.asarray(x))
     np.testing.assert_allclose(dx, np.asarray(expected), rtol=1e-12, atol=1e-14)
+
+
+def test_a_wrapped_rule_stays_in_force_inside_combinators_and_policies(problem):
+    """A deliberately wrong rule wrapped by manual_vjp and nested in serial (and
+    under a precision policy) is the one jax.grad uses: its gradients double."""
+    params, state, x, _ = problem
+    inner = L.serial(L.dense(6), L.relu, L.dense(5))
+    plain = L.serial(inner, L.sigmoid, L.dense(3))
+    wrapped = L.serial(fnn.manual_vjp(_doubled(inner)), L.sigmoid, L.dense(3))
+    policed = L.serial(fnn.precision.policy(fnn.manual_vjp(_doubled(inner)), compute="float64", output="float64"),
+                       L.sigmoid, L.dense(3))
+    p, s = plain.init(jax.random.key(0), (None, 4), dtype=np.float64)
+    jx = jnp.asarray(x)
+
+    def loss(model, p):
+        return jnp.sum(jnp.sin(model.apply(p, s, jx)[0]) ** 2)
+
+    want = jax.grad(loss, argnums=1)(plain, p)
+    for model in (wrapped, policed):
+        got = jax.jit(jax.grad(loss, argnums=1), static_argnums=0)(model, p)
+        assert sorted(got) == ["dense", "serial", "sigmoid"]
+        fnn.gradcheck.assert_close(got["dense"], want["dense"], tol=1e-12)  # outside the wrapper: exact
+        doubled = jax.tree.map(lambda g: 2 * g, want["serial"])  # inside: the wrong rule, doubled
+        fnn.gradcheck.assert_close(got["serial"], doubled, tol=1e-12)

@@ -68,7 +68,7 @@ def test_check_layer_catches_a_wrong_rule():
         grads, dx = layer.bwd(p, res, dy)
         return {"w": grads["w"], "b": grads["b"] * 1.001}, dx
 
-    bad = gc.check_layer(dataclasses.replace(layer, bwd_fn=wrong_bwd), params, state, x)
+    bad = gc.check_layer(layer.replace(bwd=wrong_bwd), params, state, x)
     assert bad.errors("manual", "numeric")["params/b"] > 1e-4
     assert bad.errors("manual", "autodiff")["params/w"] < 1e-12
 

@@ -223,22 +223,17 @@ def test_dense_numpy_forward_leaves_its_inputs_alone():
     assert y64.dtype == np.float64
 
 
-def test_dense_skips_only_an_input_cotangent_declared_unused():
-    from fnn.layers.dense import input_cotangent_unused
-
-    layer = L.dense(3)
-    params, state = layer.init(np.random.default_rng(0), (None, 4), dtype=np.float64)
+def test_input_grad_false_skips_only_the_model_inputs_cotangent():
+    model = L.serial(L.dense(3), L.tanh, L.dense(2))
+    params, state = model.init(np.random.default_rng(0), (None, 4), dtype=np.float64)
     x = np.random.default_rng(1).standard_normal((5, 4))
-    _, _, res = layer.fwd(params, state, x)
-    dy = np.ones((5, 3))
-    grads, dx = layer.bwd(params, res, dy)
-    np.testing.assert_allclose(dx, dy @ params["w"].T)
-    with input_cotangent_unused(x):
-        skipped_grads, skipped = layer.bwd(params, res, dy)
-        _, _, other = layer.fwd(params, state, x.copy())
-        _, computed = layer.bwd(params, other, dy)  # another array: computed as usual
-    assert skipped.shape == x.shape and not np.any(skipped)
-    np.testing.assert_allclose(computed, dx)
+    _, _, res = model.fwd(params, state, x)
+    dy = np.random.default_rng(2).standard_normal((5, 2))
+    grads, dx = model.bwd(params, res, dy)
+    skipped_grads, skipped = model.bwd(params, res, dy, input_grad=False)
+    assert skipped is None and dx.shape == x.shape
+    # every parameter gradient, the second dense's (which needs the tanh's dx) included, is unchanged
     for a, b in zip(fnn.backend.tree_leaves(grads), fnn.backend.tree_leaves(skipped_grads)):
         np.testing.assert_array_equal(a, b)
-    np.testing.assert_allclose(layer.bwd(params, res, dy)[1], dx)  # only inside the block
+    np.testing.assert_allclose(dx, (dy @ params["dense_1"]["w"].T * (1 - np.tanh(x @ params["dense"]["w"]) ** 2))
+                               @ params["dense"]["w"].T)

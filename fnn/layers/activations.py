@@ -8,7 +8,6 @@ contract. ``prelu`` is the one activation with a parameter: a learned slope
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +15,7 @@ import numpy as np
 
 from fnn import backend
 from fnn import functional as F
-from fnn.core import Layer, LayerError, check_param_shapes, is_multi_shape
+from fnn.core import Layer, check_no_params, check_param_shapes, expect_single, layer_factory, no_params, single_shape
 
 __all__ = [
     "Activation",
@@ -37,34 +36,30 @@ __all__ = [
 Array = Any
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
 class Activation(Layer):
-    """A parameter-free elementwise (or last-axis) layer that is also a function."""
+    """A parameter-free elementwise (or last-axis) layer that is also a function:
+    ``relu(x)`` is ``relu.apply({}, {}, x)[0]``."""
 
-    fn: Callable[[Array], Array] | None = None
+    __slots__ = ("fn",)
+
+    def __init__(self, name: str, init, out_shape, fwd, bwd, *, fn: Callable[[Array], Array], **kwargs):
+        super().__init__(name, init, out_shape, fwd, bwd, **kwargs)
+        object.__setattr__(self, "fn", fn)
 
     def __call__(self, x: Array) -> Array:
         return self.fn(x)
 
-
-def _no_params(key, shape, dtype):
-    return {}, {}
+    def _rebuild(self, values: dict) -> "Activation":
+        return Activation(values.pop("name"), **values, fn=self.fn)
 
 
 def _same_shape(name: str) -> Callable:
-    def out_shape(shape):
-        if is_multi_shape(shape):
-            raise LayerError(name, f"expected a single input, got a tuple of inputs with shapes {shape}")
-        return shape
-
-    return out_shape
+    return lambda shape: single_shape(name, shape)
 
 
 def _check_input(name: str, params: Any, x: Any) -> None:
-    if params != {}:
-        raise LayerError(name, f"has no params; expected {{}}, got {params!r:.80}")
-    if isinstance(x, (tuple, list)):
-        raise LayerError(name, f"expected a single array, got a tuple of {len(x)} inputs")
+    check_no_params(name, params)
+    expect_single(name, x)
 
 
 def _activation(name: str, fn: Callable, grad: Callable | None, keep: str, vjp: Callable | None = None) -> Activation:
@@ -82,9 +77,7 @@ def _activation(name: str, fn: Callable, grad: Callable | None, keep: str, vjp: 
         args = saved if keep == "xy" else (saved,)
         return {}, vjp(*args, dy) if vjp is not None else grad(*args) * dy
 
-    return Activation(name, _no_params, _same_shape(name), fwd, bwd, fn=fn)
-
-
+    return Activation(name, no_params, _same_shape(name), fwd, bwd, fn=fn)
 
 
 def _identity_fwd(params, state, x, key, train):
@@ -93,7 +86,7 @@ def _identity_fwd(params, state, x, key, train):
 
 
 identity = Activation(
-    "identity", _no_params, _same_shape("identity"), _identity_fwd, lambda params, saved, dy: ({}, dy), fn=F.identity
+    "identity", no_params, _same_shape("identity"), _identity_fwd, lambda params, saved, dy: ({}, dy), fn=F.identity
 )
 step = _activation("step", F.step, lambda x: backend.namespace(x).zeros_like(x), "x")
 sigmoid = _activation("sigmoid", F.sigmoid, F.d_sigmoid, "y")
@@ -103,6 +96,7 @@ gelu = _activation("gelu", F.gelu, F.d_gelu, "x")
 softplus = _activation("softplus", F.softplus, F.sigmoid, "x")
 
 
+@layer_factory
 def leaky_relu(k: float = 0.01, *, name: str = "leaky_relu") -> Activation:
     """``x`` for ``x > 0``, else ``k * x``; the derivative at 0 is ``k``."""
     if not np.isfinite(k):
@@ -112,6 +106,7 @@ def leaky_relu(k: float = 0.01, *, name: str = "leaky_relu") -> Activation:
     )
 
 
+@layer_factory
 def elu(alpha: float = 1.0, *, name: str = "elu") -> Activation:
     """``x`` for ``x > 0``, else ``alpha * (exp(x) - 1)``; the derivative at 0 is ``alpha``."""
     if not np.isfinite(alpha) or alpha < 0:
@@ -125,7 +120,7 @@ def _last_axis(name: str, fn: Callable, bwd_rule: Callable) -> Activation:
         y = fn(x)
         return y, state, y
 
-    return Activation(name, _no_params, _same_shape(name), fwd, lambda p, y, dy: ({}, bwd_rule(y, dy)), fn=fn)
+    return Activation(name, no_params, _same_shape(name), fwd, lambda p, y, dy: ({}, bwd_rule(y, dy)), fn=fn)
 
 
 def _softmax_bwd(y, dy):
@@ -142,6 +137,7 @@ softmax = _last_axis("softmax", F.softmax, _softmax_bwd)
 log_softmax = _last_axis("log_softmax", F.log_softmax, _log_softmax_bwd)
 
 
+@layer_factory
 def prelu(init: float = 0.25, *, name: str = "prelu") -> Layer:
     """Leaky ReLU whose slope is learned: params ``{"alpha": ()}`` starting at ``init``."""
     if not np.isfinite(init):
@@ -152,8 +148,7 @@ def prelu(init: float = 0.25, *, name: str = "prelu") -> Layer:
         return {"alpha": xp.asarray(init, dtype=dtype)}, {}
 
     def fwd(params, state, x, key, train):
-        if isinstance(x, (tuple, list)):
-            raise LayerError(name, f"expected a single array, got a tuple of {len(x)} inputs")
+        expect_single(name, x)
         check_param_shapes(name, params, {"alpha": ()})
         return F.prelu(x, params["alpha"]), state, x
 

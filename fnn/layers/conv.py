@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from fnn import backend, initializers
-from fnn.core import Layer, LayerError, check_param_shapes, check_positive_int
+from fnn.core import Layer, LayerError, check_param_shapes, check_positive_int, layer_factory
 from fnn.layers import _im2col as im
 
 __all__ = ["LOWERINGS", "conv2d", "lowering_plan"]
@@ -245,6 +245,7 @@ def _jax_dx(how: str, dy: Any, w: Any, x_shape: tuple, pads: im.Padding, strides
     return im.crop(dx_pad, pads, (h, w_)).astype(dy.dtype)
 
 
+@layer_factory
 def conv2d(
     features: int,
     kernel_size: int | tuple[int, int],

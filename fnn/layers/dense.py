@@ -2,49 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-from collections.abc import Iterator
-from typing import Any
-
 import numpy as np
 
 from fnn import backend, initializers
-from fnn.core import Layer, LayerError, check_param_shapes, check_positive_int, is_multi_shape
+from fnn.core import Layer, LayerError, check_param_shapes, check_positive_int, expect_single, is_multi_shape, layer_factory
+from fnn.kernels.affine import affine
 
-__all__ = ["dense", "input_cotangent_unused"]
+__all__ = ["dense"]
 
 _LECUN_NORMAL = initializers.lecun_normal()
 
-# The arrays whose cotangent the caller of a backward sweep throws away (the model input in
-# value_and_grad): a dense layer fed directly by one of them skips dy @ w.T.
-_UNUSED_COTANGENTS: contextvars.ContextVar[tuple] = contextvars.ContextVar("fnn_unused_cotangents", default=())
 
-
-@contextlib.contextmanager
-def input_cotangent_unused(*arrays: Any) -> Iterator[None]:
-    """Within this block, a dense layer whose input is one of ``arrays`` (the
-    very objects) returns zeros for its input cotangent instead of computing
-    ``dy @ w.T``.
-
-    For callers that discard the cotangent of the model input, as
-    :func:`fnn.value_and_grad` does: on NumPy the first layer's input
-    gradient is the largest product of the backward pass of an MLP and is
-    never used. A cotangent of an array that *is* the model input can only
-    flow back to the model input, so nothing else changes.
-    """
-    token = _UNUSED_COTANGENTS.set(arrays)
-    try:
-        yield
-    finally:
-        _UNUSED_COTANGENTS.reset(token)
-
-
-def _cotangent_unused(x: Any) -> bool:
-    return any(x is a for a in _UNUSED_COTANGENTS.get())
-
-
-
+@layer_factory
 def dense(
     features: int,
     *,
@@ -57,7 +26,7 @@ def dense(
 
     Params: ``{"w": (in, features), "b": (features,)}`` (no ``"b"`` when
     ``use_bias=False``). Backward: ``dw = x.T @ dy``, ``db = sum(dy, 0)``,
-    ``dx = dy @ w.T``. Inputs of higher rank are refused (insert ``flatten``
+    ``dx = dy @ w.T`` (skipped when the caller does not need it). Inputs of higher rank are refused (insert ``flatten``
     first) so that a forgotten flatten is never silently applied per pixel.
 
     >>> import numpy as np, fnn
@@ -99,27 +68,14 @@ def dense(
         return (shape[0], features)
 
     def fwd(params, state, x, key, train):
-        if isinstance(x, (tuple, list)):
-            raise LayerError(name, f"expected a single array, got a tuple of {len(x)} inputs")
-        n_in = check_shape(tuple(np.shape(x)))
+        n_in = check_shape(tuple(np.shape(expect_single(name, x))))
         check_param_shapes(name, params, expected(n_in))
-        y = x @ params["w"]
-        if use_bias:
-            b = params["b"]
-            if type(y) is np.ndarray and type(b) is np.ndarray and b.dtype == y.dtype:
-                y += b  # y is the product just made: no second (batch, features) array
-            else:
-                y = y + b[None, :]
-        return y, state, x
+        return affine(x, params["w"], params["b"] if use_bias else None), state, x
 
-    def bwd(params, x, dy):
-        w = params["w"]
+    def bwd(params, x, dy, *, input_grad=True):
         grads = {"w": x.T @ dy}
         if use_bias:
             grads["b"] = dy.sum(axis=0)
-        if _cotangent_unused(x):
-            xp = backend.namespace(dy, w)
-            return grads, xp.broadcast_to(xp.zeros((), xp.result_type(dy.dtype, w.dtype)), np.shape(x))
-        return grads, dy @ w.T
+        return grads, dy @ params["w"].T if input_grad else None
 
     return Layer(name, init, out_shape, fwd, bwd)

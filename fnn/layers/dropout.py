@@ -15,11 +15,12 @@ from __future__ import annotations
 import numpy as np
 
 from fnn import backend
-from fnn.core import Layer, LayerError, is_multi_shape
+from fnn.core import Layer, LayerError, check_no_params, expect_single, layer_factory, single_shape
 
 __all__ = ["dropout"]
 
 
+@layer_factory
 def dropout(rate: float, *, name: str = "dropout") -> Layer:
     """Inverted dropout with drop probability ``rate`` in ``[0, 1)``.
 
@@ -52,15 +53,11 @@ def dropout(rate: float, *, name: str = "dropout") -> Layer:
         return {}, {}
 
     def out_shape(shape):
-        if is_multi_shape(shape):
-            raise LayerError(name, f"expected a single input, got a tuple of inputs with shapes {shape}")
-        return shape
+        return single_shape(name, shape)
 
     def fwd(params, state, x, key, train):
-        if params != {}:
-            raise LayerError(name, f"has no params; expected {{}}, got {params!r:.80}")
-        if isinstance(x, (tuple, list)):
-            raise LayerError(name, f"expected a single array, got a tuple of {len(x)} inputs")
+        check_no_params(name, params)
+        expect_single(name, x)
         if not train or rate == 0.0:
             return x, state, None
         if key is None:
@@ -71,9 +68,7 @@ def dropout(rate: float, *, name: str = "dropout") -> Layer:
                 "(or key=numpy.random.default_rng(0) on NumPy), or use train=False",
             )
         xp = backend.namespace(x)
-        mask = backend.bernoulli(key, keep_prob, np.shape(x))
-        if xp is not np:
-            mask = xp.asarray(mask)
+        mask = xp.asarray(backend.bernoulli(key, keep_prob, np.shape(x)))
         return xp.where(mask, x / keep_prob, 0.0).astype(x.dtype), state, mask
 
     def bwd(params, mask, dy):

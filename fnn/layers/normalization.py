@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from fnn import backend, initializers
-from fnn.core import Layer, LayerError, check_keys, check_param_shapes, is_multi_shape
+from fnn.core import Layer, LayerError, check_keys, check_param_shapes, expect_single, is_multi_shape, layer_factory
 
 __all__ = ["batch_norm", "layer_norm"]
 
@@ -80,6 +80,7 @@ def _batch_stats_bwd(xp, x_hat: Array, inv: Array, dx_hat: Array, axes: tuple[in
     return (dx_hat - m1 - x_hat * m2) * inv
 
 
+@layer_factory
 def batch_norm(*, momentum: float = 0.9, eps: float = 1e-5, name: str = "batch_norm") -> Layer:
     """Batch normalisation over every axis but the last (per channel for NHWC images).
 
@@ -120,8 +121,7 @@ def batch_norm(*, momentum: float = 0.9, eps: float = 1e-5, name: str = "batch_n
         return _scale_bias_init(key, shape, dtype), state
 
     def fwd(params, state, x, key, train):
-        if isinstance(x, (tuple, list)):
-            raise LayerError(name, f"expected a single array, got a tuple of {len(x)} inputs")
+        expect_single(name, x)
         shape = _check_input(name, tuple(np.shape(x)))
         c = shape[-1]
         check_param_shapes(name, params, {"scale": (c,), "bias": (c,)})
@@ -163,6 +163,7 @@ def batch_norm(*, momentum: float = 0.9, eps: float = 1e-5, name: str = "batch_n
     return Layer(name, init, lambda shape: _check_input(name, shape), fwd, bwd)
 
 
+@layer_factory
 def layer_norm(*, eps: float = 1e-5, name: str = "layer_norm") -> Layer:
     """Layer normalisation over the last axis: each example (and position) is
     normalised with its own mean and biased variance over its features.
@@ -185,8 +186,7 @@ def layer_norm(*, eps: float = 1e-5, name: str = "layer_norm") -> Layer:
         return _scale_bias_init(key, shape, dtype), {}
 
     def fwd(params, state, x, key, train):
-        if isinstance(x, (tuple, list)):
-            raise LayerError(name, f"expected a single array, got a tuple of {len(x)} inputs")
+        expect_single(name, x)
         c = _check_input(name, tuple(np.shape(x)))[-1]
         check_param_shapes(name, params, {"scale": (c,), "bias": (c,)})
         xp = backend.namespace(x, params)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from fnn import backend
-from fnn.core import Layer, LayerError
+from fnn.core import Layer, LayerError, layer_factory
 from fnn.layers import _im2col as im
 
 __all__ = ["avg_pool", "global_avg_pool", "max_pool"]
@@ -171,6 +171,7 @@ def _pool(kind: str, window: Any, stride: Any, padding: Any, count_include_pad: 
     return Layer(name, _no_params, out_shape, fwd, max_bwd if kind == "max" else avg_bwd)
 
 
+@layer_factory
 def max_pool(
     window: int | tuple[int, int], *, stride: int | tuple[int, int] | None = None, padding: Any = "valid", name: str = "max_pool"
 ) -> Layer:
@@ -191,6 +192,7 @@ def max_pool(
     return _pool("max", window, stride, padding, True, name)
 
 
+@layer_factory
 def avg_pool(
     window: int | tuple[int, int],
     *,

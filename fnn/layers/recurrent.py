@@ -61,7 +61,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from fnn import backend, initializers
-from fnn.core import Layer, LayerError, check_param_shapes, is_multi_shape
+from fnn.core import Layer, LayerError, check_param_shapes, is_multi_shape, layer_factory
 from fnn.layers import _cells
 from fnn.layers import activations as A
 
@@ -114,6 +114,133 @@ def _split_input(
     return inputs, None, {}, None
 
 
+def _expected(cell: _cells.Cell, hidden: int, features: int) -> dict:
+    """The param shapes of a layer of ``cell`` with ``hidden`` units on ``features`` inputs."""
+    blocks = cell.blocks * hidden
+    shapes = {"w_x": (features, blocks), "w_h": (hidden, blocks), "b": (blocks,)}
+    shapes.update({k: (hidden,) for k in cell.extra_params})
+    return shapes
+
+
+def _check(name: str, cell: _cells.Cell, hidden: int, params: Any, x: Any, mask: Any, initial: dict) -> None:
+    """Shapes of ``x``, the params, the mask and the initial state, with messages naming the layer."""
+    shape = tuple(np.shape(x))
+    if len(shape) != 3:
+        raise LayerError(name, f"expected x of shape (batch, time, features), got shape {shape}")
+    batch, time, features = shape
+    if time == 0:
+        raise LayerError(name, f"x has no time steps (shape {shape}); a recurrent layer needs at least one")
+    w_x = params.get("w_x") if isinstance(params, Mapping) else None
+    if w_x is not None and np.ndim(w_x) == 2 and np.shape(w_x)[0] != features:
+        raise LayerError(
+            name,
+            f"x has {features} features (shape {shape}) but params['w_x'] has shape {tuple(np.shape(w_x))}, "
+            f"made for {np.shape(w_x)[0]} features",
+        )
+    check_param_shapes(name, params, _expected(cell, hidden, features))
+    if mask is not None and tuple(np.shape(mask)) != (batch, time):
+        raise LayerError(
+            name,
+            f"mask has shape {tuple(np.shape(mask))}; expected (batch, time) = {(batch, time)} for x of shape {shape}",
+        )
+    for k, v in initial.items():
+        if tuple(np.shape(v)) != (batch, hidden):
+            raise LayerError(name, f"{k} has shape {tuple(np.shape(v))}; expected (batch, hidden) = {(batch, hidden)}")
+
+
+def _forward(cell: _cells.Cell, hidden: int, return_sequences: bool, params, x, mask, initial, keys):
+    """The input projection for every step at once, then the cell's scan over time."""
+    xp = backend.namespace(params, x, mask, initial)
+    batch, time, features = np.shape(x)
+    xT = xp.transpose(xp.asarray(x), (1, 0, 2))  # time-major for the scan
+    z = xT.reshape(time * batch, features) @ params["w_x"] + params["b"][None, :]
+    z = z.reshape(time, batch, cell.blocks * hidden)
+    zeros = xp.zeros((batch, hidden), z.dtype)
+    carry0 = tuple(xp.asarray(initial[f"{c}0"]).astype(z.dtype) if f"{c}0" in initial else zeros for c in cell.carry)
+    keep = None
+    if mask is not None:
+        mask = xp.asarray(mask)
+        keep = mask if mask.dtype == bool else mask > 0.5
+        keep = xp.transpose(keep)[:, :, None]  # (time, batch, 1)
+
+    def body(carry, step_in):
+        z_t, keep_t = step_in
+        new, cache = cell.step(params, z_t, carry)
+        if keep_t is not None:  # padding: the state stays as it was
+            new = tuple(xp.where(keep_t, n, old) for n, old in zip(new, carry))
+        return new, (new, cache)
+
+    last, (states, caches) = backend.scan(body, carry0, (z, keep))
+    if return_sequences:
+        hs = states[0] if keep is None else xp.where(keep, states[0], 0.0)
+        y = xp.transpose(hs, (1, 0, 2))
+        if mask is not None:
+            y = {"x": y, "mask": mask}
+    else:
+        y = last[0]
+    given = None if keys is None else {k: None for k in keys}
+    residuals = {"x": xT, "keep": keep, "carry0": carry0, "states": states, "caches": caches}
+    residuals.update(given=given, mask=mask, initial=initial)
+    return y, residuals
+
+
+def _reverse_scan(cell: _cells.Cell, params, res, dys, dlast):
+    """Backprop through time: ``(dcarry0, dz, da, prevs)`` from the reverse scan over the steps."""
+    xp = backend.namespace(params, res["x"], dlast)
+    carry0, states, keep = res["carry0"], res["states"], res["keep"]
+    prevs = tuple(xp.concatenate([c0[None], s[:-1]], axis=0) for c0, s in zip(carry0, states))
+
+    def body(dcarry, step_in):
+        cache, prev, dy_t, keep_t = step_in
+        dnew = dcarry if dy_t is None else (dcarry[0] + dy_t,) + tuple(dcarry[1:])
+        if keep_t is not None:  # a padded step's candidate state was never used
+            dnew = tuple(xp.where(keep_t, d, 0.0) for d in dnew)
+        dz, da, dprev = cell.step_bwd(params, cache, prev, dnew)
+        if keep_t is not None:  # ... and its state came straight from the step before
+            dprev = tuple(xp.where(keep_t, dp, d) for dp, d in zip(dprev, dcarry))
+        return dprev, (None if dz is da else dz, da)  # stack a shared cotangent once
+
+    dcarry0, (dz, da) = backend.scan(body, dlast, (res["caches"], prevs, dys, keep), reverse=True)
+    return dcarry0, (da if dz is None else dz), da, prevs
+
+
+def _backward(cell: _cells.Cell, hidden: int, return_sequences: bool, params, res, dy, input_grad: bool):
+    """``(grads, dinputs)``: the reverse scan, then ``dw_x``, ``dw_h``, ``db`` and ``dx``
+    as one product each over all steps."""
+    xT, keep, carry0 = res["x"], res["keep"], res["carry0"]
+    xp = backend.namespace(params, xT, dy)
+    time, batch, features = np.shape(xT)
+    dtype = res["states"][0].dtype
+    dmask_out = None
+    if isinstance(dy, Mapping):
+        dy, dmask_out = dy["x"], dy.get("mask")
+    if return_sequences:
+        dys = xp.transpose(dy, (1, 0, 2)).astype(dtype)
+        dys = dys if keep is None else xp.where(keep, dys, 0.0)
+        dlast = tuple(xp.zeros_like(c) for c in carry0)
+    else:
+        dys, dlast = None, (dy.astype(dtype),) + tuple(xp.zeros_like(c) for c in carry0[1:])
+    dcarry0, dz, da, prevs = _reverse_scan(cell, params, res, dys, dlast)
+    n = time * batch
+    dz, da = dz.reshape(n, cell.blocks * hidden), da.reshape(n, cell.blocks * hidden)
+    grads = {"w_x": xT.reshape(n, features).T @ dz, "w_h": prevs[0].reshape(n, hidden).T @ da, "b": xp.sum(dz, axis=0)}
+    if cell.extra_grads is not None:
+        grads.update(cell.extra_grads(da, hidden))
+    if not input_grad:
+        return grads, None
+    dx = xp.transpose((dz @ params["w_x"].T).reshape(time, batch, features), (1, 0, 2)).astype(xT.dtype)
+    if res["given"] is None:
+        return grads, dx
+    dinputs = {"x": dx}
+    if "mask" in res["given"]:
+        dinputs["mask"] = _mask_cotangent(xp, res["mask"], dmask_out)
+    for c, dc in zip(cell.carry, dcarry0):
+        if f"{c}0" in res["given"]:
+            given = res["initial"].get(f"{c}0")
+            dinputs[f"{c}0"] = None if given is None else dc.astype(given.dtype)
+    return grads, dinputs
+
+
 def _recurrent(
     cell: _cells.Cell,
     hidden: int,
@@ -128,11 +255,6 @@ def _recurrent(
     """A layer running ``cell`` over time; ``bias_offset`` adds a constant to gate blocks of ``b``."""
     hidden = _check_hidden(name, hidden)
     G = cell.blocks
-
-    def expected(features: int) -> dict:
-        shapes = {"w_x": (features, G * hidden), "w_h": (hidden, G * hidden), "b": (G * hidden,)}
-        shapes.update({k: (hidden,) for k in cell.extra_params})
-        return shapes
 
     def init(key, shape, dtype):
         features = _input_features(name, shape)
@@ -154,123 +276,14 @@ def _recurrent(
         _input_features(name, shape)
         return (shape[0], shape[1], hidden) if return_sequences else (shape[0], hidden)
 
-    def check(params, x, mask, initial):
-        shape = tuple(np.shape(x))
-        if len(shape) != 3:
-            raise LayerError(name, f"expected x of shape (batch, time, features), got shape {shape}")
-        batch, time, features = shape
-        if time == 0:
-            raise LayerError(name, f"x has no time steps (shape {shape}); a recurrent layer needs at least one")
-        w_x = params.get("w_x") if isinstance(params, Mapping) else None
-        if w_x is not None and np.ndim(w_x) == 2 and np.shape(w_x)[0] != features:
-            raise LayerError(
-                name,
-                f"x has {features} features (shape {shape}) but params['w_x'] has shape {tuple(np.shape(w_x))}, "
-                f"made for {np.shape(w_x)[0]} features",
-            )
-        check_param_shapes(name, params, expected(features))
-        if mask is not None and tuple(np.shape(mask)) != (batch, time):
-            raise LayerError(
-                name,
-                f"mask has shape {tuple(np.shape(mask))}; expected (batch, time) = {(batch, time)} "
-                f"for x of shape {shape}",
-            )
-        for k, v in initial.items():
-            if tuple(np.shape(v)) != (batch, hidden):
-                raise LayerError(
-                    name, f"{k} has shape {tuple(np.shape(v))}; expected (batch, hidden) = {(batch, hidden)}"
-                )
-
     def fwd(params, state, inputs, key, train):
         x, mask, initial, keys = _split_input(name, inputs, cell.carry)
-        check(params, x, mask, initial)
-        xp = backend.namespace(params, x, mask, initial)
-        batch, time, features = np.shape(x)
-        xT = xp.transpose(xp.asarray(x), (1, 0, 2))  # time-major for the scan
-        z = xT.reshape(time * batch, features) @ params["w_x"] + params["b"][None, :]
-        z = z.reshape(time, batch, G * hidden)
-        zeros = xp.zeros((batch, hidden), z.dtype)
-        carry0 = tuple(
-            xp.asarray(initial[f"{c}0"]).astype(z.dtype) if f"{c}0" in initial else zeros for c in cell.carry
-        )
-        keep = None
-        if mask is not None:
-            mask = xp.asarray(mask)
-            keep = mask if mask.dtype == bool else mask > 0.5
-            keep = xp.transpose(keep)[:, :, None]  # (time, batch, 1)
-
-        def body(carry, step_in):
-            z_t, keep_t = step_in
-            new, cache = cell.step(params, z_t, carry)
-            if keep_t is not None:  # padding: the state stays as it was
-                new = tuple(xp.where(keep_t, n, old) for n, old in zip(new, carry))
-            return new, (new, cache)
-
-        last, (states, caches) = backend.scan(body, carry0, (z, keep))
-        if return_sequences:
-            hs = states[0] if keep is None else xp.where(keep, states[0], 0.0)
-            y = xp.transpose(hs, (1, 0, 2))
-            if mask is not None:
-                y = {"x": y, "mask": mask}
-        else:
-            y = last[0]
-        given = None if keys is None else {k: None for k in keys}
-        residuals = {"x": xT, "keep": keep, "carry0": carry0, "states": states, "caches": caches}
-        residuals.update(given=given, mask=mask, initial=initial)
+        _check(name, cell, hidden, params, x, mask, initial)
+        y, residuals = _forward(cell, hidden, return_sequences, params, x, mask, initial, keys)
         return y, state, residuals
 
-    def bwd(params, res, dy):
-        xT, keep, carry0, states, caches = (res[k] for k in ("x", "keep", "carry0", "states", "caches"))
-        xp = backend.namespace(params, xT, dy)
-        time, batch, features = np.shape(xT)
-        dtype = states[0].dtype
-        dmask_out = None
-        if isinstance(dy, Mapping):
-            dy, dmask_out = dy["x"], dy.get("mask")
-        if return_sequences:
-            dys = xp.transpose(dy, (1, 0, 2)).astype(dtype)
-            if keep is not None:
-                dys = xp.where(keep, dys, 0.0)
-            dlast = tuple(xp.zeros_like(c) for c in carry0)
-        else:
-            dys = None
-            dlast = (dy.astype(dtype),) + tuple(xp.zeros_like(c) for c in carry0[1:])
-        prevs = tuple(xp.concatenate([c0[None], s[:-1]], axis=0) for c0, s in zip(carry0, states))
-
-        def body(dcarry, step_in):
-            cache, prev, dy_t, keep_t = step_in
-            dnew = dcarry if dy_t is None else (dcarry[0] + dy_t,) + tuple(dcarry[1:])
-            if keep_t is not None:  # a padded step's candidate state was never used
-                dnew = tuple(xp.where(keep_t, d, 0.0) for d in dnew)
-            dz, da, dprev = cell.step_bwd(params, cache, prev, dnew)
-            if keep_t is not None:  # ... and its state came straight from the step before
-                dprev = tuple(xp.where(keep_t, dp, d) for dp, d in zip(dprev, dcarry))
-            return dprev, (None if dz is da else dz, da)  # stack a shared cotangent once
-
-        dcarry0, (dz, da) = backend.scan(body, dlast, (caches, prevs, dys, keep), reverse=True)
-        dz = da if dz is None else dz
-        n = time * batch
-        dz, da = dz.reshape(n, G * hidden), da.reshape(n, G * hidden)
-        grads = {
-            "w_x": xT.reshape(n, features).T @ dz,
-            "w_h": prevs[0].reshape(n, hidden).T @ da,
-            "b": xp.sum(dz, axis=0),
-        }
-        if cell.extra_grads is not None:
-            grads.update(cell.extra_grads(da, hidden))
-        dx = (dz @ params["w_x"].T).reshape(time, batch, features)
-        dx = xp.transpose(dx, (1, 0, 2)).astype(xT.dtype)
-        if res["given"] is None:
-            return grads, dx
-        dinputs = {"x": dx}
-        mask = res["mask"]
-        if "mask" in res["given"]:
-            dinputs["mask"] = _mask_cotangent(xp, mask, dmask_out)
-        for c, dc in zip(cell.carry, dcarry0):
-            if f"{c}0" in res["given"]:
-                given = res["initial"].get(f"{c}0")
-                dinputs[f"{c}0"] = None if given is None else dc.astype(given.dtype)
-        return grads, dinputs
+    def bwd(params, res, dy, *, input_grad=True):
+        return _backward(cell, hidden, return_sequences, params, res, dy, input_grad)
 
     return Layer(name, init, out_shape, fwd, bwd)
 
@@ -284,6 +297,7 @@ def _mask_cotangent(xp, mask: Array | None, passed_on: Array | None) -> Array | 
     return zero if passed_on is None else zero + passed_on.astype(mask.dtype)
 
 
+@layer_factory
 def rnn(
     hidden: int,
     activation: A.Activation = A.tanh,
@@ -320,6 +334,7 @@ def rnn(
     )
 
 
+@layer_factory
 def lstm(
     hidden: int,
     *,
@@ -361,6 +376,7 @@ def lstm(
     )
 
 
+@layer_factory
 def gru(
     hidden: int,
     *,

@@ -6,19 +6,13 @@ from typing import Sequence
 
 import numpy as np
 
-from fnn.core import Layer, LayerError, is_multi_shape
+from fnn.core import Layer, LayerError, expect_single, layer_factory, no_params, single_shape
 
 __all__ = ["flatten", "reshape"]
 
 
-def _no_params(key, shape, dtype):
-    return {}, {}
-
-
 def _single(name: str, shape) -> tuple:
-    if is_multi_shape(shape):
-        raise LayerError(name, f"expected a single input, got a tuple of inputs with shapes {shape}")
-    if len(shape) < 1:
+    if len(single_shape(name, shape)) < 1:
         raise LayerError(name, f"expected an input with a batch axis, got shape {shape}")
     return shape
 
@@ -31,8 +25,7 @@ def _reshape_layer(name: str, target: "callable", doc: str = "") -> Layer:
         return (shape[0],) + target(shape[1:])
 
     def fwd(params, state, x, key, train):
-        if isinstance(x, (tuple, list)):
-            raise LayerError(name, f"expected a single array, got a tuple of {len(x)} inputs")
+        expect_single(name, x)
         shape = tuple(np.shape(x))
         new = out_shape(shape)
         return x.reshape((shape[0],) + new[1:]), state, shape
@@ -40,7 +33,7 @@ def _reshape_layer(name: str, target: "callable", doc: str = "") -> Layer:
     def bwd(params, shape, dy):
         return {}, dy.reshape(shape)
 
-    return Layer(name, _no_params, out_shape, fwd, bwd, doc=doc)
+    return Layer(name, no_params, out_shape, fwd, bwd, doc=doc)
 
 
 def _flatten_target(rest: tuple) -> tuple:
@@ -50,6 +43,7 @@ def _flatten_target(rest: tuple) -> tuple:
 flatten = _reshape_layer("flatten", _flatten_target, "Flatten every axis but the batch axis: (N, ...) -> (N, prod(...)).")
 
 
+@layer_factory
 def reshape(shape: Sequence[int], *, name: str = "reshape") -> Layer:
     """Reshape each example to ``shape`` (batch axis excluded; one entry may be -1)."""
     shape = tuple(shape)
