@@ -170,6 +170,8 @@ def check_param_shapes(layer: str, params: Any, expected: Mapping[str, tuple]) -
     """``params`` must be a dict of arrays with exactly these shapes."""
     check_keys(layer, "params", params, list(expected))
     for k, shape in expected.items():
+        if not hasattr(params[k], "dtype"):
+            raise LayerError(layer, f"params[{k!r}] is a {type(params[k]).__name__}; expected an array of shape {tuple(shape)}")
         got = tuple(np.shape(params[k]))
         if got != tuple(shape):
             raise LayerError(layer, f"params[{k!r}] has shape {got}; expected {tuple(shape)} for this input")

@@ -21,6 +21,7 @@ gives the same order.
 from __future__ import annotations
 
 import gzip
+import zlib
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator
@@ -99,14 +100,19 @@ def read_idx(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (gzip.BadGzipFile, EOFError, zlib.error) as err:  # not gzip, or cut short
+        raise ValueError(f"{path}: not a readable gzip file ({err}); re-download or unpack it") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
         raise ValueError(
             f"{path}: not an IDX file (expected the magic bytes 00 00 <type> <ndim>; got {raw[:4].hex(' ')})"
         )
     ndim = raw[3]
     header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"{path}: truncated IDX header ({len(raw)} bytes; {ndim} dimensions need {header})")
     shape = tuple(int(d) for d in np.frombuffer(raw[4:header], dtype=">u4"))
     dtype = np.dtype(_IDX_TYPES[raw[2]])
     expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
@@ -131,8 +137,10 @@ def load_mnist(
 
     ``split`` is ``"train"`` (60,000 images) or ``"test"`` (10,000). The files
     are the four of :data:`MNIST_FILES`, gzipped or not. Returns ``(x, y)``:
-    ``x`` float32 ``(N, 28, 28, 1)`` when ``images`` else ``(N, 784)``, scaled
-    to ``[0, 1]`` when ``normalize`` (0..255 otherwise); ``y`` int32 labels 0..9.
+    ``x`` float32 ``(N, 28, 28, 1)`` when ``images`` else ``(N, 784)``; integer
+    (byte) images are scaled to ``[0, 1]`` when ``normalize`` (0..255
+    otherwise), float images are taken as stored; ``y`` int32 labels 0..9
+    (other label values are refused).
     """
     if split not in MNIST_FILES:
         raise ValueError(f"load_mnist: split must be 'train' or 'test'; got {split!r}")
@@ -152,8 +160,11 @@ def load_mnist(
             f"load_mnist: expected images (N, rows, cols) and labels (N,); got {pixels.shape} from {found[0].name} "
             f"and {labels.shape} from {found[1].name}"
         )
+    if labels.dtype.kind not in "iu" or labels.size and (labels.min() < 0 or labels.max() > 9):
+        span = f"values from {labels.min()} to {labels.max()}" if labels.size else "no values"
+        raise ValueError(f"load_mnist: {found[1].name} must hold integer labels 0-9; got {labels.dtype} {span}")
     x = pixels.astype(np.float32)
-    if normalize:
+    if normalize and pixels.dtype.kind in "iu":  # 0..255 bytes; float images are taken as they are
         x = x / np.float32(255.0)
     x = x[..., None] if images else x.reshape(len(x), -1)
     return x, labels.astype(np.int32)
@@ -213,6 +224,11 @@ def train_val_split(x: Array, y: Array, val_fraction: float = 0.2, *, seed: int 
     n = check_pair(x, y)
     order = np.random.default_rng(seed).permutation(n)
     n_val = int(round(n * val_fraction))
+    if not 0 < n_val < n:
+        raise ValueError(
+            f"train_val_split: val_fraction {val_fraction} of {n} examples leaves {n_val} for validation and "
+            f"{n - n_val} for training; both need at least one"
+        )
     val, train = order[:n_val], order[n_val:]
     return x[train], y[train], x[val], y[val]
 

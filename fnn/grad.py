@@ -11,9 +11,11 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from fnn import backend
-from fnn.core import Layer, layer_factory
-from fnn.losses import Loss
+from fnn.core import Layer, LayerError, layer_factory
+from fnn.losses import Loss, check_loss
 
 __all__ = ["forward_and_grad", "manual_vjp", "value_and_grad"]
 
@@ -31,6 +33,24 @@ def _like_params(grads: PyTree, params: PyTree) -> PyTree:
     return backend.tree_map(lambda g, p: g.astype(p.dtype) if g.dtype != p.dtype else g, grads, params)
 
 
+def _check_grads(model: Layer, grads: PyTree, params: PyTree) -> None:
+    """The manual gradients must mirror the params, leaf for leaf and shape for shape
+    (a custom ``bwd`` returning a wrong shape is named, never broadcast into an update)."""
+    want, got = dict(backend.tree_leaves_with_path(params)), dict(backend.tree_leaves_with_path(grads))
+    if want.keys() != got.keys():
+        missing, extra = sorted(want.keys() - got.keys()), sorted(got.keys() - want.keys())
+        raise LayerError(
+            model.name, f"the backward rules returned gradients that do not match the params: missing {missing}, unexpected {extra}"
+        )
+    for path, p in want.items():
+        if np.shape(got[path]) != np.shape(p):
+            *where, leaf = path.split("/")
+            err = LayerError(model.name, f"its backward rule returned a gradient of shape {np.shape(got[path])} "
+                                         f"for params[{leaf!r}] of shape {np.shape(p)}")
+            err.path = (model.name, *where)
+            raise err
+
+
 def forward_and_grad(model: Layer, loss: Loss | Callable, method: str = "manual") -> Callable:
     """``f(params, state, x, target, *, key=None) -> (loss, new_state, pred, grads)``.
 
@@ -42,6 +62,7 @@ def forward_and_grad(model: Layer, loss: Loss | Callable, method: str = "manual"
         raise ValueError(f"value_and_grad: method must be one of {METHODS}; got {method!r}")
     if not isinstance(model, Layer):
         raise TypeError(f"value_and_grad: model must be an fnn Layer; got {type(model).__name__}")
+    check_loss(loss, "value_and_grad")
 
     if method == "manual":
         if not isinstance(loss, Loss):
@@ -55,6 +76,7 @@ def forward_and_grad(model: Layer, loss: Loss | Callable, method: str = "manual"
             value, loss_residuals = loss.fwd(pred, target)
             # the input's cotangent is dropped: a layer fed by the input may skip it (dense skips dy @ w.T)
             grads, _ = model.bwd(params, residuals, loss.bwd(loss_residuals, 1.0), input_grad=False)
+            _check_grads(model, grads, params)
             return value, new_state, pred, _like_params(grads, params)
 
         return manual

@@ -34,16 +34,21 @@ __all__ = [
 PyTree = Any
 
 
+def _require_x64(what: str) -> None:
+    """JAX computes in float32 unless x64 is on: refuse rather than compare in float32."""
+    if not backend.jax.config.jax_enable_x64:
+        raise RuntimeError(
+            f"gradient checks run in float64, and {what} needs JAX's float64: call "
+            "jax.config.update('jax_enable_x64', True) first"
+        )
+
+
 def _float64_like(tree: PyTree) -> PyTree:
     """Every leaf as float64 on its own backend (JAX leaves need x64 enabled)."""
 
     def cast(leaf):
         if backend.is_jax_array(leaf):
-            if not backend.jax.config.jax_enable_x64:
-                raise RuntimeError(
-                    "gradient checks run in float64: call jax.config.update('jax_enable_x64', True) "
-                    "first, or pass NumPy arrays"
-                )
+            _require_x64("an input given as JAX arrays (or pass NumPy arrays and methods=('numeric',))")
             return leaf.astype(np.float64)
         return np.asarray(leaf, dtype=np.float64)
 
@@ -212,6 +217,7 @@ def check_layer(
     if "autodiff" in methods:
         if not backend.HAS_JAX:
             raise ImportError("check_layer(methods=('autodiff', ...)) needs JAX")
+        _require_x64("the comparison with jax.grad (methods=('autodiff', ...))")
         jnp = backend.jnp
         jax_inputs = backend.tree_map(jnp.asarray, inputs)
         jax_state = backend.tree_map(jnp.asarray, state)

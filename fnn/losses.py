@@ -19,7 +19,9 @@ from fnn import functional as F
 from fnn.core import LayerError
 
 __all__ = [
+    "FACTORIES",
     "Loss",
+    "check_loss",
     "binary_cross_entropy",
     "cross_entropy",
     "huber",
@@ -66,6 +68,22 @@ def _as_float_target(pred: Array, target: Array) -> Array:
     return xp.asarray(target).astype(pred.dtype)
 
 
+def _check_unit_interval(name: str, target: Array) -> None:
+    """Binary targets are probabilities: values in [0, 1] (checked when they can be read)."""
+    if backend.is_concrete(target) and np.size(target):
+        t = np.asarray(target)
+        lo, hi = t.min(), t.max()
+        if not (lo >= 0 and hi <= 1):  # NaN fails too
+            raise LayerError(name, f"targets must be probabilities or labels in [0, 1]; got values from {lo} to {hi}")
+
+
+def _check_delta(name: str, delta: Any, *, positive: bool) -> float:
+    bad = isinstance(delta, bool) or not isinstance(delta, (int, float, np.floating)) or not np.isfinite(delta)
+    if bad or (delta <= 0 if positive else delta < 0):
+        raise ValueError(f"{name}: delta must be a finite number {'> 0' if positive else '>= 0'}; got {delta!r}")
+    return float(delta)
+
+
 # --------------------------------------------------------------------------- #
 # Regression
 # --------------------------------------------------------------------------- #
@@ -89,8 +107,7 @@ mse = Loss("mse", _mse_fwd, _mse_bwd, doc="Mean squared error over all elements:
 def huber(delta: float = 1.0) -> Loss:
     """Huber loss, mean over all elements: ``r^2/2`` for ``|r| <= delta``, else
     ``delta (|r| - delta/2)``; its gradient is ``clip(r, -delta, delta)``."""
-    if not delta > 0:
-        raise ValueError(f"huber: delta must be > 0; got {delta}")
+    delta = _check_delta("huber", delta, positive=True)
 
     def fwd(pred, target):
         _same_shape("huber", pred, target)
@@ -173,6 +190,7 @@ softmax_cross_entropy = Loss(
 
 def _sigmoid_bce_fwd(logits, target):
     _same_shape("sigmoid_binary_cross_entropy", logits, target)
+    _check_unit_interval("sigmoid_binary_cross_entropy", target)
     xp = backend.namespace(logits, target)
     t = _as_float_target(logits, target)
     # -[t log s(x) + (1 - t) log(1 - s(x))] = softplus(x) - t x
@@ -202,6 +220,7 @@ def cross_entropy(delta: float = 1e-7) -> Loss:
     """Cross-entropy of probabilities ``p`` (e.g. a softmax output):
     ``-sum(t log(p + delta)) / N``. ``delta`` keeps ``log(0)`` finite. Prefer
     :data:`softmax_cross_entropy` on logits, which needs no delta."""
+    delta = _check_delta("cross_entropy", delta, positive=False)
 
     def fwd(probs, target):
         t = _class_targets("cross_entropy", probs, target)
@@ -218,9 +237,11 @@ def cross_entropy(delta: float = 1e-7) -> Loss:
 def binary_cross_entropy(delta: float = 1e-7) -> Loss:
     """Binary cross-entropy of probabilities, mean over all elements:
     ``-[t log(p + delta) + (1 - t) log(1 - p + delta)]``."""
+    delta = _check_delta("binary_cross_entropy", delta, positive=False)
 
     def fwd(probs, target):
         _same_shape("binary_cross_entropy", probs, target)
+        _check_unit_interval("binary_cross_entropy", target)
         xp = backend.namespace(probs, target)
         t = _as_float_target(probs, target)
         per = t * xp.log(probs + delta) + (1.0 - t) * xp.log(1.0 - probs + delta)
@@ -231,3 +252,16 @@ def binary_cross_entropy(delta: float = 1e-7) -> Loss:
         return -dvalue * (t / (probs + delta) - (1.0 - t) / (1.0 - probs + delta)) / probs.size
 
     return Loss("binary_cross_entropy", fwd, bwd)
+
+
+#: The losses that take hyper-parameters: each must be called (``huber()``) to give a Loss.
+FACTORIES = (huber, cross_entropy, binary_cross_entropy)
+
+
+def check_loss(loss: Any, where: str) -> None:
+    """Refuse a loss factory passed uncalled (``losses.huber`` for ``losses.huber()``)."""
+    if any(loss is f for f in FACTORIES):
+        raise TypeError(
+            f"{where}: fnn.losses.{loss.__name__} makes a loss from its hyper-parameters; pass "
+            f"fnn.losses.{loss.__name__}() (e.g. {loss.__name__}(delta=1.0)), not the function itself"
+        )

@@ -153,3 +153,38 @@ def test_normalize_with_training_statistics():
     assert np.all(np.isfinite(z)) and np.allclose(z[:, 2], 0)  # a constant feature maps to 0, not NaN
     m, s = data.mean_std(x)
     assert m.shape == () and s.shape == ()
+
+
+def test_broken_headers_and_gzip_files_name_the_file(tmp_path):
+    write_idx(tmp_path / "a", np.zeros((4, 2, 2), np.uint8))
+    raw = (tmp_path / "a").read_bytes()
+    (tmp_path / "header").write_bytes(raw[:9])  # 3 dimensions announced, 1 and a bit given
+    with pytest.raises(ValueError, match=r"header: truncated IDX header \(9 bytes; 3 dimensions need 16\)"):
+        data.read_idx(tmp_path / "header")
+    (tmp_path / "plain.gz").write_bytes(raw)  # not gzip at all
+    with pytest.raises(ValueError, match=r"plain.gz: not a readable gzip file"):
+        data.read_idx(tmp_path / "plain.gz")
+    write_idx(tmp_path / "whole.gz", np.zeros((40, 20), np.uint8))
+    (tmp_path / "cut.gz").write_bytes((tmp_path / "whole.gz").read_bytes()[:-12])
+    with pytest.raises(ValueError, match=r"cut.gz: not a readable gzip file"):
+        data.read_idx(tmp_path / "cut.gz")
+
+
+def test_mnist_labels_outside_0_to_9_are_refused_and_float_images_are_not_rescaled(tmp_path):
+    fake_mnist(tmp_path, gz=False)
+    names = data.MNIST_FILES["train"]
+    write_idx(tmp_path / names[1], np.array([0, 1, 255, 3, 4], np.uint8))
+    with pytest.raises(ValueError, match=r"train-labels-idx1-ubyte must hold integer labels 0-9; got uint8 values from 0 to 255"):
+        data.load_mnist(tmp_path)
+    write_idx(tmp_path / names[1], np.array([0, 1, 2, 3, 4], np.uint8))
+    floats = np.linspace(0, 1, 5 * 28 * 28, dtype=np.float32).reshape(5, 28, 28)
+    write_idx(tmp_path / names[0], floats, type_byte=0x0D)
+    x, y = data.load_mnist(tmp_path)
+    np.testing.assert_array_equal(x[..., 0], floats)  # taken as stored, not divided by 255
+    np.testing.assert_array_equal(y, [0, 1, 2, 3, 4])
+
+
+def test_a_split_that_leaves_a_side_empty_is_refused():
+    x, y = np.zeros((3, 2)), np.zeros(3, int)
+    with pytest.raises(ValueError, match=r"val_fraction 0.1 of 3 examples leaves 0 for validation and 3 for training"):
+        data.train_val_split(x, y, 0.1)

@@ -94,3 +94,28 @@ def test_bad_call_arguments():
         layer.apply(params, state, np.ones((1, 3)), trian=True)  # a misspelt keyword is never swallowed
     with pytest.raises(TypeError, match=r"serial: argument 1 must be an fnn Layer; got function \(a layer factory such as dense must be called"):
         L.serial(L.relu, L.dense)
+
+
+def test_batch_norm_refuses_an_empty_batch_in_train_mode_and_keeps_its_statistics():
+    bn = L.batch_norm()
+    params, state = bn.init(RNG, (None, 3))
+    with pytest.raises(fnn.LayerError, match=r"batch_norm: train mode needs at least one example .* got shape \(0, 3\)"):
+        bn.apply(params, state, np.zeros((0, 3), np.float32), train=True)
+    np.testing.assert_array_equal(state["mean"], 0.0)
+    y, same = bn.apply(params, state, np.zeros((0, 3), np.float32))  # eval mode: nothing to compute, nothing changes
+    assert y.shape == (0, 3) and same is state
+
+
+def test_a_list_param_a_wrong_dy_and_foreign_residuals_are_named():
+    layer = L.dense(2)
+    params, state = layer.init(RNG, (None, 3))
+    with pytest.raises(fnn.LayerError, match=r"dense: params\['w'\] is a list; expected an array of shape \(3, 2\)"):
+        layer.apply({"w": [[1.0, 2.0]] * 3, "b": params["b"]}, state, np.ones((4, 3), np.float32))
+    _, _, res = layer.fwd(params, state, np.ones((4, 3), np.float32))
+    with pytest.raises(fnn.LayerError, match=r"dense: dy has shape \(4, 3\); expected the output's shape \(4, 2\)"):
+        layer.bwd(params, res, np.ones((4, 3), np.float32))
+    model, other = _model(), L.serial(L.dense(4), L.tanh)
+    p, s = model.init(RNG, (None, 5))
+    _, _, foreign = other.fwd(*other.init(RNG, (None, 5)), np.ones((2, 5), np.float32))
+    with pytest.raises(fnn.LayerError, match=r"serial: residuals does not match the model: missing \[.*'relu'"):
+        model.bwd(p, foreign, np.ones((2, 2), np.float32))

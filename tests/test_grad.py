@@ -227,3 +227,25 @@ def test_a_wrapped_rule_stays_in_force_inside_combinators_and_policies(problem):
         fnn.gradcheck.assert_close(got["dense"], want["dense"], tol=1e-12)  # outside the wrapper: exact
         doubled = jax.tree.map(lambda g: 2 * g, want["serial"])  # inside: the wrong rule, doubled
         fnn.gradcheck.assert_close(got["serial"], doubled, tol=1e-12)
+
+
+def test_a_backward_rule_returning_a_wrong_gradient_shape_is_named(problem):
+    params, state, x, y = problem
+    good = L.dense(5)
+
+    def bad_bwd(p, res, dy):
+        grads, dx = good.bwd(p, res, dy)
+        return {"w": grads["w"], "b": grads["b"][:1]}, dx  # (1,) broadcasts into (5,): must not pass
+
+    model = L.serial(L.dense(6), L.relu, good.replace(bwd=bad_bwd), L.sigmoid, L.dense(3))
+    p, s = model.init(np.random.default_rng(0), (None, 4), dtype=np.float64)
+    with pytest.raises(fnn.LayerError, match=r"serial/dense_1: its backward rule returned a gradient of shape \(1,\) "
+                                             r"for params\['b'\] of shape \(5,\)"):
+        fnn.value_and_grad(model, losses.softmax_cross_entropy, "manual")(p, s, x, y)
+
+
+def test_an_uncalled_loss_factory_is_named_with_the_fix(problem):
+    params, state, x, y = problem
+    for method in ("manual", "autodiff"):
+        with pytest.raises(TypeError, match=r"pass fnn.losses.huber\(\) \(e.g. huber\(delta=1.0\)\), not the function"):
+            fnn.value_and_grad(MODEL, losses.huber, method)

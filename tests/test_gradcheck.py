@@ -88,3 +88,16 @@ def test_float64_required_on_jax():
             gc.numerical_grad(lambda p: jnp.sum(p), jnp.ones(2))
     finally:
         jax.config.update("jax_enable_x64", True)
+
+
+def test_check_layer_on_numpy_arrays_refuses_a_float32_autodiff_comparison():
+    layer = fnn.layers.tanh
+    x = np.random.default_rng(0).standard_normal((3, 4))
+    jax.config.update("jax_enable_x64", False)
+    try:
+        with pytest.raises(RuntimeError, match=r"comparison with jax.grad .* needs JAX.s float64: call jax.config.update\(.jax_enable_x64"):
+            gc.check_layer(layer, {}, {}, x)
+        numeric_only = gc.check_layer(layer, {}, {}, x, methods=("numeric",))  # NumPy alone: float64 throughout
+        assert numeric_only.max_error("manual", "numeric") < 1e-8
+    finally:
+        jax.config.update("jax_enable_x64", True)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import fnn
+from fnn.kernels.relu import relu_select
 from fnn import layers as L
 from tests.helpers import assert_gradients, away_from_kinks, init64, on_backend
 
@@ -193,20 +194,24 @@ def test_relu_numpy_fast_paths_equal_where_bit_for_bit(dtype, bits):
     dy = np.concatenate([np.array(special[::-1], dtype), rng.standard_normal(200).astype(dtype)]).reshape(9, 23)
     y = fnn.functional.relu(x)
     assert type(y) is np.ndarray and y.dtype == dtype
-    np.testing.assert_array_equal(y.view(bits), np.where(x > 0, x, 0.0).astype(dtype).view(bits))
-    dx = fnn.functional.where_positive(x, dy)
+    np.testing.assert_array_equal(y.view(bits), np.where(x <= 0, 0.0, x).astype(dtype).view(bits))
+    assert np.isnan(y[0, 0])  # NaN passes through
+    dx = relu_select(x, dy, implementation="numpy")
     assert type(dx) is np.ndarray and dx.dtype == dtype
-    np.testing.assert_array_equal(dx.view(bits), np.where(x > 0, dy, 0.0).astype(dtype).view(bits))
+    np.testing.assert_array_equal(dx.view(bits), np.where(x <= 0, 0.0, dy).astype(dtype).view(bits))
+    np.testing.assert_array_equal(dx.view(bits), relu_select(x, dy, implementation="xla").view(bits))
     for a in (x, dy[:, ::2]):  # transposed and strided inputs too
         b = rng.standard_normal(a.T.shape).astype(dtype).T
-        np.testing.assert_array_equal(fnn.functional.where_positive(a, b), np.where(a > 0, b, 0.0))
+        np.testing.assert_array_equal(relu_select(a, b), np.where(a <= 0, 0.0, b))
     y_layer, _, res = L.relu.fwd({}, {}, x)
     _, dx_layer = L.relu.bwd({}, res, dy)
     np.testing.assert_array_equal(y_layer, y)
     np.testing.assert_array_equal(dx_layer, dx)
     assert x.flags.writeable and np.isnan(x[0, 0])  # the input is untouched
     assert np.asarray(fnn.functional.relu(np.array(-2.0, dtype))).shape == ()
-    assert np.asarray(fnn.functional.where_positive(np.array(2.0), np.array(3.0, dtype))) == 3.0
+    assert np.asarray(relu_select(np.array(2.0), np.array(3.0, dtype))) == 3.0
+    with pytest.raises(TypeError, match=r"implementation='numpy'\) needs NumPy float arrays"):
+        relu_select(jnp.ones(2), jnp.ones(2), implementation="numpy")
 
 
 def test_dense_numpy_forward_leaves_its_inputs_alone():
@@ -237,3 +242,32 @@ def test_input_grad_false_skips_only_the_model_inputs_cotangent():
         np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(dx, (dy @ params["dense_1"]["w"].T * (1 - np.tanh(x @ params["dense"]["w"]) ** 2))
                                @ params["dense"]["w"].T)
+
+
+NAN_ACTIVATIONS = ["identity", "step", "sigmoid", "tanh", "relu", "gelu", "softplus", "softmax", "log_softmax"]
+
+
+@pytest.mark.parametrize("xp", [np, jnp], ids=["numpy", "jax"])
+@pytest.mark.parametrize("layer", [*NAN_ACTIVATIONS, "leaky_relu", "elu", "prelu"])
+def test_nan_propagates_through_every_activation(layer, xp):
+    """A NaN input is never turned into a confident number (jax.nn and PyTorch keep it)."""
+    act = getattr(L, layer) if layer in NAN_ACTIVATIONS else getattr(L, layer)()
+    params, state = act.init(fnn.key(0, backend="numpy" if xp is np else "jax"), (None, 3))
+    x = xp.asarray(np.array([[np.nan, -1.0, 2.0], [0.5, -0.5, 0.0]]))
+    y, _ = act.apply(params, state, x)
+    y = np.asarray(y)
+    assert np.isnan(y[0, 0]), (layer, y)
+    if layer not in ("softmax", "log_softmax"):  # the row with no NaN stays finite
+        assert np.all(np.isfinite(y[1])) and np.all(np.isfinite(y[0, 1:]))
+    if layer in ("relu", "step", "identity", "leaky_relu", "elu", "prelu", "tanh", "sigmoid"):
+        _, _, res = act.fwd(params, state, x)
+        assert np.all(np.isfinite(np.asarray(act.bwd(params, res, xp.ones_like(x))[1])[1]))
+
+
+def test_a_nan_input_gives_a_nan_prediction_not_a_confident_one():
+    model = fnn.models.mlp((8,), num_classes=3)
+    params, state = model.init(jax.random.key(0), (None, 4))
+    x = np.ones((2, 4), np.float32)
+    x[0, 1] = np.nan
+    logits = np.asarray(fnn.train.predict(model, params, state, x))
+    assert np.all(np.isnan(logits[0])) and np.all(np.isfinite(logits[1]))

@@ -118,3 +118,17 @@ def test_bad_targets_get_clear_errors():
 def test_label_range_is_not_checked_on_tracers_but_works_under_jit():
     f = jax.jit(losses.softmax_cross_entropy)
     assert float(f(jnp.asarray(LOGITS), jnp.asarray(LABELS))) == pytest.approx(float(losses.softmax_cross_entropy(LOGITS, LABELS)))
+
+
+def test_binary_targets_outside_0_1_and_bad_deltas_are_refused():
+    logits = np.zeros((3, 1))
+    with pytest.raises(fnn.LayerError, match=r"sigmoid_binary_cross_entropy: targets must be probabilities or labels "
+                                             r"in \[0, 1\]; got values from 0.0 to 2.0"):
+        losses.sigmoid_binary_cross_entropy(logits, np.array([[0.0], [1.0], [2.0]]))
+    with pytest.raises(fnn.LayerError, match=r"binary_cross_entropy: targets must be"):
+        losses.binary_cross_entropy()(np.full((2, 1), 0.5), np.array([[0.0], [-1.0]]))
+    for factory in (losses.cross_entropy, losses.binary_cross_entropy):
+        with pytest.raises(ValueError, match=r"delta must be a finite number >= 0; got -1"):
+            factory(delta=-1)
+    with pytest.raises(ValueError, match=r"huber: delta must be a finite number > 0; got nan"):
+        losses.huber(float("nan"))

@@ -15,6 +15,7 @@ import numpy as np
 
 from fnn import backend
 from fnn import functional as F
+from fnn.kernels.relu import relu_select
 from fnn.core import Layer, check_no_params, check_param_shapes, expect_single, layer_factory, no_params, single_shape
 
 __all__ = [
@@ -91,7 +92,7 @@ identity = Activation(
 step = _activation("step", F.step, lambda x: backend.namespace(x).zeros_like(x), "x")
 sigmoid = _activation("sigmoid", F.sigmoid, F.d_sigmoid, "y")
 tanh = _activation("tanh", F.tanh, F.d_tanh, "y")
-relu = _activation("relu", F.relu, None, "y", vjp=F.where_positive)
+relu = _activation("relu", F.relu, None, "y", vjp=relu_select)
 gelu = _activation("gelu", F.gelu, F.d_gelu, "x")
 softplus = _activation("softplus", F.softplus, F.sigmoid, "x")
 

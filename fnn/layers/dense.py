@@ -73,6 +73,8 @@ def dense(
         return affine(x, params["w"], params["b"] if use_bias else None), state, x
 
     def bwd(params, x, dy, *, input_grad=True):
+        if np.shape(dy) != (np.shape(x)[0], features):
+            raise LayerError(name, f"dy has shape {np.shape(dy)}; expected the output's shape {(np.shape(x)[0], features)}")
         grads = {"w": x.T @ dy}
         if use_bias:
             grads["b"] = dy.sum(axis=0)

@@ -134,6 +134,8 @@ def batch_norm(*, momentum: float = 0.9, eps: float = 1e-5, name: str = "batch_n
         xc = x.astype(ct)
         axes = tuple(range(x.ndim - 1))
         if train:
+            if int(np.prod(shape[:-1])) == 0:  # statistics of nothing: NaN in the running state
+                raise LayerError(name, f"train mode needs at least one example to take batch statistics; got shape {shape}")
             x_hat, inv, mean, var = _normalize(xp, xc, axes, eps)
             new_state = {
                 k: (momentum * state[k] + (1.0 - momentum) * v.reshape(c)).astype(state[k].dtype)
