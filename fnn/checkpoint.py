@@ -21,9 +21,11 @@ holds, as JSON strings:
 * ``sha256``: a checksum of ``tree``, ``user`` and every tensor's bytes, so a
   truncated or corrupted file is an error, never silently wrong numbers.
 
-Writes go to a temporary file in the same directory, are flushed to disk, and
-then renamed over the target (``os.replace``, atomic on POSIX and Windows):
-a crash mid-write leaves the previous checkpoint as it was.
+Writes go to a temporary file in a staging folder of the same directory
+(``.fnn-saving-<host>-<pid>``), are flushed to disk, and then renamed over
+the target (``os.replace``, atomic on POSIX and Windows): a crash mid-write
+leaves the previous checkpoint as it was, and the next save in that
+directory removes the staging folders of saves whose process is gone.
 
 >>> import tempfile, numpy as np, fnn
 >>> tree = {"w": np.ones((2, 3), np.float32), "step": np.int32(7)}
@@ -39,6 +41,8 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +85,20 @@ def _safetensors():
 # --------------------------------------------------------------------------- #
 
 
+def _is_shape_struct(leaf: Any) -> bool:
+    return type(leaf).__name__ == "ShapeDtypeStruct"  # jax.eval_shape's stand-in for an array
+
+
 def _is_jax_key(leaf: Any) -> bool:
-    return backend.is_jax_array(leaf) and backend.jax.dtypes.issubdtype(leaf.dtype, backend.jax.dtypes.prng_key)
+    return (backend.is_jax_array(leaf) or _is_shape_struct(leaf)) and backend.jax.dtypes.issubdtype(
+        leaf.dtype, backend.jax.dtypes.prng_key
+    )
+
+
+def _key_impl(leaf: Any) -> str:
+    if _is_shape_struct(leaf):  # no key data to ask: the key dtype knows its implementation
+        return leaf.dtype._impl.name
+    return str(backend.jax.random.key_impl(leaf))
 
 
 def _describe(path: str, leaf: Any) -> dict[str, Any]:
@@ -90,11 +106,17 @@ def _describe(path: str, leaf: Any) -> dict[str, Any]:
     if isinstance(leaf, np.random.Generator):
         return {"path": path, "kind": "numpy_generator", "dtype": type(leaf.bit_generator).__name__, "shape": []}
     if _is_jax_key(leaf):
-        impl = str(backend.jax.random.key_impl(leaf))
-        return {"path": path, "kind": "jax_key", "dtype": impl, "shape": list(leaf.shape)}
+        return {"path": path, "kind": "jax_key", "dtype": _key_impl(leaf), "shape": list(leaf.shape)}
     if not hasattr(leaf, "dtype"):  # a Python number
         leaf = np.asarray(leaf)
-    return {"path": path, "kind": "array", "dtype": np.dtype(leaf.dtype).name, "shape": list(leaf.shape)}
+    dtype = np.dtype(leaf.dtype)
+    record = dtype.kind == "V" and (dtype.fields is not None or dtype.name.startswith("void"))  # not bfloat16 & co
+    if dtype.kind in "OSUMm" or record:  # objects, strings, bytes, records, dates: no tensor to store
+        raise TypeError(
+            f"checkpoint.save: leaf {path!r} is a {dtype.name} array; only numeric and boolean arrays, "
+            "JAX keys and NumPy Generators can be saved (put strings and other values in metadata=)"
+        )
+    return {"path": path, "kind": "array", "dtype": dtype.name, "shape": list(leaf.shape)}
 
 
 # dtypes safetensors reads into NumPy as they are; others are stored as raw bytes
@@ -181,15 +203,19 @@ def save(path: str | Path, tree: PyTree, *, metadata: Any = None) -> Path:
     checksum = _checksum(tree_json, user_json, tensors)
     header = {"format": FORMAT, "tree": tree_json, "user": user_json, "sha256": checksum}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    _remove_stale_staging(path.parent)
+    staging = path.parent / f"{_STAGING}{socket.gethostname()}-{os.getpid()}"
+    staging.mkdir(exist_ok=True)
+    tmp = staging / path.name  # safetensors' own temporary files land here too
     try:
         safe_numpy.save_file(dict(tensors), str(tmp), metadata=header)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except Exception as err:  # safetensors' own error type, or an OSError naming the temporary file
+        raise OSError(f"checkpoint.save: cannot write {path}: {err}") from err
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        shutil.rmtree(staging, ignore_errors=True)
     if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
         fd = os.open(path.parent, os.O_DIRECTORY)
         try:
@@ -197,6 +223,25 @@ def save(path: str | Path, tree: PyTree, *, metadata: Any = None) -> Path:
         finally:
             os.close(fd)
     return path
+
+
+_STAGING = ".fnn-saving-"  # + host-pid: one save's temporary files, removed when it ends
+
+
+def _remove_stale_staging(directory: Path) -> None:
+    """Remove what killed saves of this host left in ``directory`` (their process is gone);
+    a save still running in another process is left alone."""
+    prefix = f"{_STAGING}{socket.gethostname()}-"
+    for entry in directory.glob(f"{_STAGING}*"):
+        pid = entry.name[len(prefix) :] if entry.name.startswith(prefix) else ""
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry, ignore_errors=True)
+        except PermissionError:  # alive, another user's
+            pass
 
 
 def _read(path: Path) -> tuple[list[dict], Any, dict[str, np.ndarray]]:
@@ -300,6 +345,8 @@ def save_numbered(
     Older files are removed only after the new one is safely on disk."""
     if keep is not None and (not isinstance(keep, int) or keep < 1):
         raise ValueError(f"save_numbered: keep must be None or a positive int; got {keep!r}")
+    if isinstance(number, bool) or not isinstance(number, (int, np.integer)) or number < 0:
+        raise ValueError(f"save_numbered: number must be a non-negative int (e.g. the epoch); got {number!r}")
     path = save(Path(directory) / f"checkpoint_{int(number):06d}.safetensors", tree, metadata=metadata)
     if keep is not None:
         for old in list_checkpoints(directory)[:-keep]:

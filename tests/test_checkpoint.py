@@ -2,6 +2,9 @@
 
 import json
 import os
+import pathlib
+import subprocess
+import sys
 
 import jax
 import ml_dtypes
@@ -12,6 +15,8 @@ import fnn
 from fnn import checkpoint, data, losses, optim, train
 from fnn import layers as L
 from fnn.checkpoint import CheckpointError
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 CE = losses.softmax_cross_entropy
 
@@ -182,3 +187,46 @@ def test_resume_equals_an_uninterrupted_run_bit_for_bit(tmp_path, backend_name):
     with pytest.raises(CheckpointError, match=newest.name):
         train.fit(MODEL, CE, OPT, ts0, (x, y), epochs=5, checkpoint_dir=tmp_path, resume=True, **run)
     checkpoint.load(checkpoint.list_checkpoints(tmp_path)[-2], like=ts0)
+
+
+def test_leaves_that_cannot_be_stored_are_refused_at_save_naming_the_leaf(tmp_path):
+    for leaf, dtype in (("hello", "str160"), (np.array([{"a": 1}], dtype=object), "object")):
+        with pytest.raises(TypeError, match=rf"leaf 'params/name' is a {dtype} array; only numeric and boolean"):
+            checkpoint.save(tmp_path / "s.safetensors", {"params": {"name": leaf, "w": np.ones(2)}})
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_the_next_save_removes_what_a_killed_save_left(tmp_path):
+    script = (
+        "import os, sys, numpy as np\n"
+        "from fnn import checkpoint\n"
+        "def die(src, dst):\n"
+        "    os._exit(9)  # killed between writing and renaming\n"
+        "os.replace = die\n"
+        f"checkpoint.save({str(tmp_path / 'big.safetensors')!r}, {{'w': np.ones((256, 256), np.float32)}})\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
+    assert killed.returncode == 9, killed.stderr
+    left = [p for p in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].name.startswith(".fnn-saving-") and any(left[0].iterdir())
+    checkpoint.save(tmp_path / "next.safetensors", {"w": np.zeros(2)})
+    assert [p.name for p in tmp_path.iterdir()] == ["next.safetensors"]
+
+
+def test_save_numbered_refuses_a_negative_number_and_an_unwritable_target_is_named(tmp_path):
+    with pytest.raises(ValueError, match=r"number must be a non-negative int \(e.g. the epoch\); got -1"):
+        checkpoint.save_numbered(tmp_path, -1, {"w": np.ones(2)})
+    (tmp_path / "taken").mkdir()  # a directory where the file should go: the rename fails
+    with pytest.raises(OSError, match=r"checkpoint.save: cannot write .*taken"):
+        checkpoint.save(tmp_path / "taken", {"w": np.ones(2)})
+
+
+def test_a_train_state_loads_into_an_eval_shape_template(tmp_path):
+    model, opt = fnn.models.mlp((4,), num_classes=3), fnn.optim.adam(1e-3)
+    ts = fnn.train.init_state(model, opt, fnn.key(0), (None, 5))
+    path = checkpoint.save(tmp_path / "ts.safetensors", ts)
+    like = jax.eval_shape(lambda: fnn.train.init_state(model, opt, fnn.key(0), (None, 5)))
+    back = checkpoint.load(path, like=like)
+    assert jax.dtypes.issubdtype(back.key.dtype, jax.dtypes.prng_key)
+    np.testing.assert_array_equal(jax.random.key_data(back.key), jax.random.key_data(ts.key))
+    np.testing.assert_array_equal(back.params["dense"]["w"], ts.params["dense"]["w"])
