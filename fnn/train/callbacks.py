@@ -13,8 +13,12 @@ learning rate: :func:`fnn.optim.set_learning_rate`), or, from
 ``on_epoch_end``, :class:`StopTraining` (the class or an instance with a
 reason) to end the run after this epoch. ``fit`` calls the callbacks in list
 order, each seeing the state the previous one returned; ``record`` is the
-epoch's entry of the history (``epoch``, ``step``, ``train_loss``,
-``val_loss``, ...), already appended to it.
+epoch's record (``epoch``, ``step``, ``train_loss``, ``val_loss``, ...), a
+copy of which is already in the history.
+
+On JAX, ``fit`` queues the next epoch before the callbacks run; a callback
+that returns a new state or stops the run thus costs one epoch of device
+time (the queued epoch is dropped), and one that returns None costs nothing.
 
 >>> class PrintLoss(Callback):
 ...     def on_epoch_end(self, epoch, record, train_state):

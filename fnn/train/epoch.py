@@ -20,7 +20,7 @@ On JAX, ``run(ts, prefetch=True)`` queues the next epoch on the device
 before this one's results are read back, so the device never waits for the
 host's bookkeeping; the next ``run`` uses it when it is given that very state
 (when a callback replaced the state, the queued epoch is dropped and run
-again from the new one). The compiled epoch is cached per model, loss,
+again from the new one; when the run stops, it is dropped). The compiled epoch is cached per model, loss,
 optimizer, method and metrics, so a repeated or resumed fit compiles nothing.
 
 A step whose loss or gradients are not finite ends the epoch: ``run``

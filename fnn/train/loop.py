@@ -145,10 +145,10 @@ def fit(
             batch split over the devices (``batch_size`` divisible by their number).
     """
     resume_dir = _check(state, epochs, resume, checkpoint_dir, callbacks)
+    calls, metric_items = CallbackList(callbacks), check_metrics(metrics, loss)
     if checkpoint_dir is not None:
         meta = {"model": model.name, "batch_size": batch_size}
-        callbacks = [*callbacks, Checkpoint(checkpoint_dir, checkpoint_every, keep_checkpoints, metadata=meta)]
-    calls, metric_items = CallbackList(callbacks), check_metrics(metrics, loss)
+        calls.callbacks.append(Checkpoint(checkpoint_dir, checkpoint_every, keep_checkpoints, metadata=meta))
     on_jax = not isinstance(state.key, np.random.Generator)
     runner = epoch_runner(model, loss, optimizer, train_data, batch_size=batch_size, method=method, on_jax=on_jax,
                           metric_items=metric_items, grad_stats=grad_stats, mesh=mesh)
