@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from fnn import backend, checkpoint, optim
+from fnn import checkpoint, optim
 from fnn.train.history import History
 from fnn.train.state import TrainState
 
@@ -260,7 +260,9 @@ def _main_process(train_state: TrainState) -> bool:
     """Only one process of a multi-process JAX run writes files."""
     if isinstance(train_state.key, np.random.Generator):
         return True
-    return backend.jax.process_index() == 0
+    from fnn import parallel
+
+    return parallel.is_main_process()
 
 
 class Checkpoint(Callback):
@@ -297,7 +299,8 @@ class Checkpoint(Callback):
     def on_train_end(self, train_state: TrainState, history: History) -> None:
         # the state at the end of the last finished epoch (not one restored by
         # EarlyStopping, nor the state before a non-finite step)
-        if self._last is not None and self._saved != self._last[0] and (history.stopped or {}).get("reason") != "non-finite":
+        non_finite = (history.stopped or {}).get("reason") == "non-finite"
+        if self._last is not None and self._saved != self._last[0] and not non_finite:
             self._save(*self._last)
 
 

@@ -90,7 +90,7 @@ def _check(state: Any, epochs: Any, resume: bool, checkpoint_dir: Any, callbacks
         raise ValueError(f"fit: epochs must be a non-negative int; got {epochs!r}")
     if not resume:
         return None
-    dirs = [checkpoint_dir] if checkpoint_dir is not None else [cb.dir for cb in callbacks if isinstance(cb, Checkpoint)]
+    dirs = [cb.dir for cb in callbacks if isinstance(cb, Checkpoint)] if checkpoint_dir is None else [checkpoint_dir]
     if len(dirs) != 1:
         raise ValueError("fit(resume=True) needs checkpoint_dir, the directory to resume from "
                          "(or exactly one Checkpoint callback)")
@@ -144,8 +144,8 @@ def fit(
             JAX only; see :mod:`fnn.parallel`): the data and state replicated, each
             batch split over the devices (``batch_size`` divisible by their number).
     """
-    resume_dir = _check(state, epochs, resume, checkpoint_dir, callbacks)
     calls, metric_items = CallbackList(callbacks), check_metrics(metrics, loss)
+    resume_dir = _check(state, epochs, resume, checkpoint_dir, calls.callbacks)
     if checkpoint_dir is not None:
         meta = {"model": model.name, "batch_size": batch_size}
         calls.callbacks.append(Checkpoint(checkpoint_dir, checkpoint_every, keep_checkpoints, metadata=meta))
