@@ -169,7 +169,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.out and history.records and main_process:
         path = train.plot_history(history, args.out, title=f"fnn train: {args.model} on {args.data} ({how})")
         print(f"training curves saved to {path}")
-    return 1 if history.stopped else 0
+    return 1 if history.stopped and history.stopped["reason"] == "non-finite" else 0
 
 
 def _grad_table(stats: dict[str, dict[str, float]]) -> str:

@@ -204,3 +204,27 @@ def test_evaluate_checks_labels_and_lengths(small):
     with pytest.raises(ValueError, match="batch_size must be a positive int"):
         train.evaluate(model, ts.params, ts.state, x, y, loss=CE, batch_size=0)
     assert train.predict(model, ts.params, ts.state, x, batch_size=1000).shape == (50, 10)
+
+
+@pytest.mark.parametrize("backend_name", ["numpy", "jax"])
+def test_the_train_state_carries_the_data_key_forward(backend_name):
+    """fit for 1 epoch twice equals fit for 2 epochs, bit for bit: each epoch shuffles
+    with ts.key and advances it (dropout keys come from it too)."""
+    from tests.test_checkpoint import leaves_equal
+
+    x, y = data.load_digits(images=False)
+    x, y = x[:40], y[:40]  # batches of 16: two full ones and a tail of 8
+    model, opt = L.serial(L.dense(8), L.dropout(0.2), L.dense(10)), optim.sgd(0.1)
+    ts0 = train.init_state(model, opt, fnn.key(0, backend="numpy"), (None, 64))
+    if backend_name == "jax":
+        ts0 = jax.device_put(ts0._replace(key=None))._replace(key=fnn.key(0))
+
+    def run(ts, epochs):
+        return train.fit(model, CE, opt, ts, (x, y), epochs=epochs, batch_size=16, progress=False)[0]
+
+    once, twice = run(ts0, 2), run(run(ts0, 1), 1)
+    assert leaves_equal(once, twice)
+    assert not leaves_equal(run(ts0, 1).key, ts0.key)  # the key moved on...
+    assert leaves_equal(run(ts0, 1).key, run(ts0, 1).key)  # ...deterministically
+    if backend_name == "jax":  # past the shuffles computed ahead (64 epochs), in two different places
+        assert leaves_equal(run(ts0, 70), run(run(ts0, 1), 69))

@@ -15,13 +15,18 @@ that compiles a whole epoch into one call, evaluation and prediction.
 * :class:`TrainState` ``(params, state, opt_state, step, key)`` and :func:`init_state`;
 * :func:`train_step` — ``step(ts, x, y) -> (ts, out)``, pure, for ``jax.jit``
   (donate the state) or NumPy; :func:`gradient_stats`;
-* :func:`fit` — ``lax.scan`` over the shuffled batches of an epoch, the last
-  partial batch as one extra step, progress bar, history, gradient
-  statistics, a clean stop on a non-finite loss, checkpoints and exact resume;
+* :func:`fit` — a short loop over epochs (:mod:`fnn.train.epoch`: ``lax.scan``
+  over the shuffled batches of an epoch, the last partial batch as one extra
+  step), progress bar, history, gradient statistics, a clean stop on a
+  non-finite loss, checkpoints and exact resume;
+* callbacks (:mod:`fnn.train.callbacks`): :class:`Callback`,
+  :class:`StopTraining`, :class:`EarlyStopping`, :class:`ReduceLROnPlateau`,
+  :class:`CSVLogger`, :class:`Checkpoint` — ``fit(..., callbacks=[...])``;
 * :func:`evaluate`, :func:`predict` — eval mode, batched, compiled once;
 * :class:`History`, :func:`plot_history`.
 """
 
+from fnn.train.callbacks import Callback, Checkpoint, CSVLogger, EarlyStopping, ReduceLROnPlateau, StopTraining
 from fnn.train.evaluate import evaluate, predict
 from fnn.train.history import History, plot_history
 from fnn.train.loop import fit
@@ -36,6 +41,12 @@ __all__ = [
     "eval_batch",
     "gradient_stats",
     "fit",
+    "Callback",
+    "StopTraining",
+    "EarlyStopping",
+    "ReduceLROnPlateau",
+    "CSVLogger",
+    "Checkpoint",
     "evaluate",
     "predict",
     "History",

@@ -31,8 +31,10 @@ class History:
         grad_stats: with ``fit(grad_stats=True)``, one dict per epoch
             ``{leaf path: {"grad_norm": mean, "grad_max": max, "nonfinite": sum,
             "update_ratio": mean}}`` over the epoch's steps.
-        stopped: None, or why the run stopped early: ``{"reason", "epoch",
-            "batch", "step", "loss", "message"}`` (a non-finite loss or gradient).
+        stopped: None, or why the run stopped early: ``{"reason": "non-finite",
+            "epoch", "batch", "step", "loss", "message"}`` (a non-finite loss or
+            gradient) or ``{"reason": "callback", "epoch", "step", "message"}``
+            (a callback returned :class:`~fnn.train.StopTraining`).
     """
 
     records: list[dict[str, float]] = dataclasses.field(default_factory=list)

@@ -30,9 +30,11 @@ class TrainState(NamedTuple):
         opt_state: the optimizer's state.
         step: int32 0-d array, the number of updates applied so far.
         key: the source of the training randomness: step ``t`` draws from
-            ``fold_in(key, t)`` (dropout), and :func:`~fnn.train.fit` splits it
-            at the start of every epoch for the shuffle. A JAX key, or a NumPy
-            Generator on NumPy (never advanced: fnn treats it as a value).
+            ``fold_in(key, t)`` (dropout); :func:`~fnn.train.fit` shuffles each
+            epoch with it and advances it at the end of the epoch (a new key
+            in the new state), so repeated fit calls continue the shuffle
+            sequence. A JAX key, or a NumPy Generator on NumPy (never drawn
+            from in place: fnn treats it as a value).
     """
 
     params: PyTree
