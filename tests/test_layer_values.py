@@ -110,3 +110,22 @@ def test_layer_constructor_takes_the_documented_names():
     assert repr(layer) == "twice" and layer == layer and layer != layer.replace(name="twice")
     with pytest.raises(TypeError, match=r"Layer 'x': bwd must be a function; got int"):
         fnn.Layer("x", init=fnn.core.no_params, out_shape=lambda s: s, fwd=lambda *a: a, bwd=3)
+
+
+def test_fit_with_a_rebuilt_model_compiles_nothing_new():
+    from fnn.train import epoch
+
+    x = np.random.default_rng(0).standard_normal((12, 4)).astype(np.float32)
+    y = np.arange(12) % 3
+    opt, loss = fnn.optim.sgd(0.1), fnn.losses.softmax_cross_entropy
+
+    def run():
+        model = models.mlp((5,), num_classes=3)  # built afresh each time
+        ts = fnn.train.init_state(model, opt, fnn.key(0), (None, 4))
+        return fnn.train.fit(model, loss, opt, ts, (x, y), epochs=1, batch_size=4, progress=False)[0]
+
+    first = run()
+    misses = epoch._cached_epoch.cache_info().misses
+    second = run()
+    assert epoch._cached_epoch.cache_info().misses == misses  # the rebuilt model found its compiled epoch
+    np.testing.assert_array_equal(first.params["dense"]["w"], second.params["dense"]["w"])
