@@ -228,3 +228,32 @@ def test_the_train_state_carries_the_data_key_forward(backend_name):
     assert leaves_equal(run(ts0, 1).key, run(ts0, 1).key)  # ...deterministically
     if backend_name == "jax":  # past the shuffles computed ahead (64 epochs), in two different places
         assert leaves_equal(run(ts0, 70), run(run(ts0, 1), 69))
+
+
+def test_a_non_finite_update_stops_before_it_and_nothing_non_finite_is_kept_or_saved(backend_name, tmp_path):
+    """A transform (or schedule, or set_learning_rate) that makes the params NaN from
+    finite gradients stops the run before that update; no NaN checkpoint is written."""
+
+    def poison(after):  # updates times NaN from the `after`-th update on; the loss and gradients stay finite
+        def update(grads, state, params=None):
+            xp = fnn.backend.namespace(grads, state)
+            factor = xp.where(state >= after, np.nan, 1.0)
+            return fnn.backend.tree_map(lambda g: g * factor.astype(g.dtype), grads), state + 1
+
+        return optim.GradientTransformation(lambda p: fnn.backend.namespace(p).zeros((), np.int32), update, "poison")
+
+    x, y = data.load_digits(images=False)
+    x, y = x[:256], y[:256]  # 4 batches of 64 per epoch
+    opt = optim.chain(poison(6), optim.sgd(0.01))  # updates 1-6 fine, the 7th (epoch 2, batch 3) NaN
+    model = L.serial(L.dense(16), L.relu, L.dense(10))
+    ts0 = train.init_state(model, opt, fnn.key(0, backend="numpy"), (None, 64))
+    ts0 = jax_state(model, opt, (None, 64)) if backend_name == "jax" else ts0
+    ts, history = train.fit(model, CE, opt, ts0, (x, y), epochs=4, batch_size=64, progress=False,
+                            checkpoint_dir=tmp_path, keep_checkpoints=1)
+    stop = history.stopped
+    assert stop is not None and (stop["epoch"], stop["batch"], stop["step"]) == (2, 3, 7), stop
+    assert "params or optimizer state after the update" in stop["message"]
+    assert int(ts.step) == 6 and optim.all_finite((ts.params, ts.opt_state))
+    saved = fnn.checkpoint.list_checkpoints(tmp_path)
+    assert [p.name for p in saved] == ["checkpoint_000001.safetensors"]
+    assert optim.all_finite(fnn.checkpoint.load(saved[0], like=ts0).params)

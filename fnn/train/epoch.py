@@ -23,13 +23,16 @@ host's bookkeeping; the next ``run`` uses it when it is given that very state
 again from the new one; when the run stops, it is dropped). The compiled epoch is cached per model, loss,
 optimizer, method and metrics, so a repeated or resumed fit compiles nothing.
 
-A step whose loss or gradients are not finite ends the epoch: ``run``
-returns the state from before that step (its key not advanced) and the
-columns up to and including that step. On JAX the compiled epoch runs the
-plain steps (every step reports whether it was finite); only when one was
-not is the epoch replayed from its starting state by a guarded scan that
-masks out that step and every later one. The common, finite epoch thus pays
-nothing for the guard.
+A step whose loss or gradients are not finite, or whose update leaves a
+non-finite parameter or optimizer state (a NaN learning rate, say), ends
+the epoch: ``run`` returns the state from before that step (its key not
+advanced) and the columns up to and including that step (``state_finite``
+then says whether the update was the cause). The epoch runs the plain steps
+(every step reports whether its loss and gradients were finite) and checks
+the state once at the end; only when something was not finite is the epoch
+replayed from its starting state, guarded: each step's new state is checked
+too, and that step and every later one are masked out. The common, finite
+epoch thus pays one check of the state per epoch.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import numpy as np
 
 from fnn import backend
 from fnn.core import Layer
+from fnn.optim import all_finite
 from fnn.data import check_batch_size, check_pair, key_bits, permutation, permutation_from_bits
 from fnn.train.evaluate import check_classes
 from fnn.train.state import TrainState
@@ -138,17 +142,31 @@ class NumpyEpochs(EpochRunner):
 
     def run(self, ts: TrainState, prefetch: bool = False) -> tuple[TrainState, dict]:
         batches, tail = self._split(permutation(backend.fold_in(ts.key, _SHUFFLE), self.n))
+        indices = list(batches) + ([tail] if tail is not None else [])
+        new, outs = self._steps(ts, indices, guarded=False)
+        if not state_finite(new):  # a step with a finite loss and gradients made a non-finite state
+            new, outs = self._steps(ts, indices, guarded=True)  # replay, checking the state after each step
+        if len(outs) < len(indices) or not outs[-1]["finite"]:
+            return new, _columns(outs)
+        return new._replace(key=next_key(new.key)), _columns(outs)
+
+    def _steps(self, ts: TrainState, indices: list, guarded: bool) -> tuple[TrainState, list]:
+        """The steps of one epoch; the first that is not finite (and, when ``guarded``,
+        the first whose new params or optimizer state are not) ends it, its state dropped."""
         outs = []
         # overflow is detected and reported by fit itself (out["finite"]), not by NumPy warnings
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            for idx in list(batches) + ([tail] if tail is not None else []):
+            for idx in indices:
                 new, out = self.step(ts, self.x[idx], self.y[idx])
+                if guarded:
+                    out = _with_state_check(out, new)
                 outs.append(out)
                 if not out["finite"]:
-                    return ts, _columns(outs)
+                    return ts, outs
                 ts = new
-                self.on_batch()
-        return ts._replace(key=next_key(ts.key)), _columns(outs)
+                if not guarded:
+                    self.on_batch()
+        return ts, outs
 
 
 # --------------------------------------------------------------------------- #
@@ -165,14 +183,28 @@ def _plain(step: Callable, x: Array, y: Array) -> Callable:
     return body
 
 
+def state_finite(ts: TrainState) -> Array:
+    """True when every entry of the params and of the optimizer state is finite."""
+    return all_finite((ts.params, ts.opt_state))
+
+
+def _with_state_check(out: dict, new: TrainState) -> dict:
+    """A step's outputs, ``finite`` also covering the state it made (``state_finite``:
+    whether that state alone was finite, to name the cause)."""
+    ok = state_finite(new)
+    return {**out, "finite": out["finite"] & ok, "state_finite": ok}
+
+
 def _guarded(step: Callable, x: Array, y: Array) -> Callable:
     """The scan body: one step on the examples ``idx``; once a step is not
-    finite, that step and every later one leave the state unchanged."""
+    finite (its loss, its gradients, or the params and optimizer state it
+    makes), that step and every later one leave the state unchanged."""
     jnp = backend.jnp
 
     def body(carry, idx):
         ts, bad = carry
         new, out = step(ts, x[idx], y[idx])
+        out = _with_state_check(out, new)
         ok = out["finite"] & ~bad
         ts = backend.tree_map(lambda a, b: jnp.where(ok, a, b), new, ts)
         return (ts, bad | ~out["finite"]), out
@@ -186,15 +218,15 @@ def _jax_epoch(step, tail_step, guarded: bool, ts: TrainState, x, y, batches, ta
     batch does not split over the devices runs it replicated), then the key
     advanced. ``guarded``: a non-finite step and every later one leave the
     state unchanged (and the key is not advanced: the epoch did not finish)."""
-    if not guarded:
+    if not guarded:  # one check of the final state per epoch, not one per step
         ts, outs = backend.lax.scan(_plain(step, x, y), ts, batches)
         if tail is not None:
             ts, tail = _plain(tail_step or step, x, y)(ts, tail)
-        return ts._replace(key=next_key(ts.key)), outs, tail
+        return ts._replace(key=next_key(ts.key)), outs, tail, state_finite(ts)
     carry, outs = backend.lax.scan(_guarded(step, x, y), (ts, backend.jnp.zeros((), bool)), batches)
     if tail is not None:
         carry, tail = _guarded(tail_step or step, x, y)(carry, tail)
-    return carry[0], outs, tail
+    return carry[0], outs, tail, carry[1]
 
 
 def _build_epoch(model, loss, optimizer, method, metric_items, grad_stats, mesh, tail_sharded) -> tuple:
@@ -285,14 +317,14 @@ class JaxEpochs(EpochRunner):
 
     def run(self, ts: TrainState, prefetch: bool = False) -> tuple[TrainState, dict]:
         pending, self._pending = self._pending, None
-        _, batches, tail, (new, outs, tail_out) = pending if pending and pending[0] is ts else self._start(ts)
+        _, batches, tail, (new, outs, tail_out, ok) = pending if pending and pending[0] is ts else self._start(ts)
         self._advance(new.key)
         if prefetch:  # queue the next epoch before reading this one: the device never waits for the host
             self._pending = self._start(new)
         columns = _columns(outs, tail_out)
-        if not columns["finite"].all():  # replay from the epoch's start, stopping before that step
+        if not (columns["finite"].all() and bool(ok)):  # replay from the epoch's start, stopping before that step
             self._pending, self._chain_key = None, None
-            new, outs, tail_out = self._replay(ts, self.x, self.y, batches, tail)
+            new, outs, tail_out, _ = self._replay(ts, self.x, self.y, batches, tail)
             columns = _columns(outs, tail_out)
         return new, columns
 

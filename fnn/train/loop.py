@@ -37,9 +37,11 @@ __all__ = ["fit"]
 Array = Any
 
 
-def _stop(epoch: int, batch: int, batches: int, update: int, loss: float) -> dict[str, Any]:
-    """``history.stopped`` for a step whose loss or gradients were not finite."""
+def _stop(epoch: int, batch: int, batches: int, update: int, loss: float, state_ok: bool) -> dict[str, Any]:
+    """``history.stopped`` for a step whose loss, gradients or new state were not finite."""
     what = f"loss {loss}" if not np.isfinite(loss) else "gradients (the loss was finite)"
+    if np.isfinite(loss) and not state_ok:
+        what = "params or optimizer state after the update (the loss was finite: a learning rate or transform?)"
     message = (f"non-finite {what} at epoch {epoch}, batch {batch} of {batches} (update {update}); "
                f"stopped and kept the state after update {update - 1}")
     return {"reason": "non-finite", "epoch": epoch, "batch": batch, "step": update, "loss": loss, "message": message}
@@ -165,7 +167,8 @@ def fit(
             means, grads, good = summarize(columns, runner.sizes, [name for name, _ in metric_items])
             if good < len(runner.sizes):
                 ts, loss_value = new, float(columns["loss"][good])
-                history.stopped = _stop(epoch, good + 1, len(runner.sizes), int(ts.step) + 1, loss_value)
+                state_ok = bool(columns.get("state_finite", columns["finite"] | True)[good])
+                history.stopped = _stop(epoch, good + 1, len(runner.sizes), int(ts.step) + 1, loss_value, state_ok)
                 bar.write(history.stopped["message"])
                 break
             ts = new
