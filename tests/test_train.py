@@ -172,14 +172,16 @@ def small():
         (dict(state="params"), TypeError, "TrainState"),
         (dict(resume=True), ValueError, "needs checkpoint_dir"),
         (dict(method="backprop"), ValueError, "method must be one of"),
+        (dict(method="autodiff"), TypeError, r"method='autodiff'\) needs a JAX train state.*use method='manual' on NumPy"),
+        (dict(val=(np.zeros((0, 8, 8, 1)), np.zeros(0, int))), ValueError, "validation_data is empty"),
     ],
 )
 def test_bad_input_is_named(small, change, error, message):
     model, opt, ts, x, y = small
-    args = dict(state=ts, y=y, batch_size=10, epochs=1, resume=False, method="manual") | change
+    args = dict(state=ts, y=y, batch_size=10, epochs=1, resume=False, method="manual", val=None) | change
     with pytest.raises(error, match=message):
         train.fit(model, CE, opt, args["state"], (x, args["y"]), epochs=args["epochs"], batch_size=args["batch_size"],
-                  resume=args["resume"], method=args["method"], progress=False)
+                  resume=args["resume"], method=args["method"], validation_data=args["val"], progress=False)
 
 
 def test_history_round_trips_and_plots(small, tmp_path):
@@ -257,3 +259,37 @@ def test_a_non_finite_update_stops_before_it_and_nothing_non_finite_is_kept_or_s
     saved = fnn.checkpoint.list_checkpoints(tmp_path)
     assert [p.name for p in saved] == ["checkpoint_000001.safetensors"]
     assert optim.all_finite(fnn.checkpoint.load(saved[0], like=ts0).params)
+
+
+def test_a_fresh_run_never_prunes_another_runs_checkpoints(small, tmp_path):
+    model, opt, ts, x, y = small
+    train.fit(model, CE, opt, ts, (x, y), epochs=4, batch_size=10, checkpoint_dir=tmp_path, progress=False)
+    before = [p.name for p in fnn.checkpoint.list_checkpoints(tmp_path)]
+    assert before == [f"checkpoint_00000{e}.safetensors" for e in (2, 3, 4)]
+    with pytest.raises(ValueError, match=r"already holds checkpoints of another run \(newest checkpoint_000004.*"
+                                         r"resume=True.*overwrite=True"):
+        train.fit(model, CE, opt, ts, (x, y), epochs=2, batch_size=10, checkpoint_dir=tmp_path, progress=False)
+    assert [p.name for p in fnn.checkpoint.list_checkpoints(tmp_path)] == before  # nothing deleted
+    cb = train.Checkpoint(tmp_path, keep=3, overwrite=True)  # told to: the old run's files go first
+    train.fit(model, CE, opt, ts, (x, y), epochs=2, batch_size=10, callbacks=[cb], progress=False)
+    assert [p.name for p in fnn.checkpoint.list_checkpoints(tmp_path)] == [
+        "checkpoint_000001.safetensors", "checkpoint_000002.safetensors"]
+
+
+def test_resume_names_another_architecture_a_changed_rate_and_an_empty_directory(tmp_path, capsys):
+    x, y = data.load_digits()
+    x, y = x[:40], y[:40]
+    tanh_model, relu_model = L.serial(L.flatten, L.dense(8), L.tanh, L.dense(10)), \
+        L.serial(L.flatten, L.dense(8), L.relu, L.dense(10))
+    opt = optim.sgd(0.1)
+    ts = train.init_state(tanh_model, opt, fnn.key(0, backend="numpy"), (None, 8, 8, 1))
+    _, history = train.fit(tanh_model, CE, opt, ts, (x, y), epochs=1, batch_size=10, checkpoint_dir=tmp_path / "a",
+                           resume=True, progress=True)
+    assert f"fnn.train.fit: no checkpoint in {tmp_path / 'a'}: starting fresh" in capsys.readouterr().out
+    with pytest.raises(fnn.checkpoint.CheckpointError, match=r"(?s)written for another model:.*checkpoint: .*tanh.*this run: +serial\(.*relu"):
+        train.fit(relu_model, CE, opt, ts, (x, y), epochs=2, batch_size=10, checkpoint_dir=tmp_path / "a",
+                  resume=True, progress=False)
+    faster = optim.sgd(0.5)
+    with pytest.warns(UserWarning, match=r"checkpoint's learning rate 0.1, not the optimizer's 0.5"):
+        train.fit(tanh_model, CE, faster, ts, (x, y), epochs=2, batch_size=10, checkpoint_dir=tmp_path / "a",
+                  resume=True, progress=False)

@@ -272,18 +272,38 @@ class Checkpoint(Callback):
     (:func:`fnn.checkpoint.save_numbered`). ``fit(resume=True)`` continues from
     the newest one (:func:`resume`). Put it last in the list, so that it saves
     the state the next epoch starts from. Only process 0 of a multi-process run writes.
+
+    A fresh (not resumed) run refuses a directory that already holds
+    checkpoints, so that no run deletes another's: resume it, choose another
+    directory, or pass ``overwrite=True`` to delete them first.
     """
 
-    def __init__(self, dir: str | Path, every: int = 1, keep: int | None = 3, metadata: dict | None = None):
+    def __init__(
+        self, dir: str | Path, every: int = 1, keep: int | None = 3, metadata: dict | None = None, overwrite: bool = False
+    ):
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"Checkpoint: every must be a positive int; got {every!r}")
         if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
             raise ValueError(f"Checkpoint: keep must be None or a positive int; got {keep!r}")
         self.dir, self.every, self.keep, self.metadata = Path(dir), every, keep, dict(metadata or {})
+        self.overwrite = bool(overwrite)
         self._history, self._last, self._saved = History(), None, None
 
     def on_train_begin(self, train_state: TrainState, history: History) -> None:
+        """Refuse a directory that holds another run's checkpoints (``keep`` would prune
+        this run's files by number against them), unless resuming it or told to overwrite."""
         self._history, self._last, self._saved = history, None, None
+        found = checkpoint.list_checkpoints(self.dir)
+        if found and not len(history):  # a fresh run, not the continuation of what is there
+            if not self.overwrite:
+                raise ValueError(
+                    f"Checkpoint: {self.dir} already holds checkpoints of another run (newest {found[-1].name}); "
+                    "continue it with fit(..., resume=True), write to another directory, or pass "
+                    "Checkpoint(..., overwrite=True) to delete them"
+                )
+            if _main_process(train_state):
+                for old in found:
+                    old.unlink(missing_ok=True)
 
     def _save(self, epoch: int, train_state: TrainState) -> None:
         if _main_process(train_state):
@@ -304,13 +324,25 @@ class Checkpoint(Callback):
             self._save(*self._last)
 
 
-def resume(directory: str | Path, like: TrainState) -> tuple[TrainState, History, int] | None:
-    """``(train state, history, epoch)`` from the newest checkpoint in ``directory``, or None when it has none."""
+def resume(
+    directory: str | Path, like: TrainState, model: Any = None
+) -> tuple[TrainState, History, int] | None:
+    """``(train state, history, epoch)`` from the newest checkpoint in ``directory``, or None when it has none.
+
+    With ``model``, a checkpoint written for another model (the ``model`` its
+    metadata records, the layer's repr) is refused, even when the two have the
+    same parameter tree (relu where the checkpoint had tanh)."""
     path = checkpoint.latest(directory)
     if path is None:
         return None
-    train_state = checkpoint.load(path, like=like)
     meta = checkpoint.read_metadata(path)
+    written_for = meta.get("model") if isinstance(meta, dict) else None
+    if model is not None and isinstance(written_for, str) and "(" in written_for and written_for != repr(model):
+        raise checkpoint.CheckpointError(
+            f"{path} was written for another model:\n  checkpoint: {written_for}\n  this run:   {model!r}\n"
+            "resume with the model that wrote it, or train into another directory"
+        )
+    train_state = checkpoint.load(path, like=like)
     history = History.from_dict(meta["history"])
     history.stopped = None  # the resumed run is a new attempt
     return train_state, history, int(meta["epoch"])

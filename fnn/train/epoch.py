@@ -122,6 +122,11 @@ def epoch_runner(
         return JaxEpochs(model, loss, optimizer, train_data, batch_size, method, metric_items, grad_stats, mesh)
     if mesh is not None:
         raise TypeError("fit(mesh=...) needs a JAX train state (init_state with fnn.key(0)); got a NumPy Generator key")
+    if method == "autodiff":  # jax.grad would silently turn the NumPy run into a JAX one
+        raise TypeError(
+            "fit(method='autodiff') needs a JAX train state (init_state with fnn.key(0)); this one is NumPy "
+            "(a numpy Generator key): use method='manual' on NumPy"
+        )
     step = train_step(model, loss, optimizer, method, metrics=dict(metric_items), grad_stats=grad_stats)
     return NumpyEpochs(step, train_data, batch_size, model)
 

@@ -17,12 +17,14 @@ state, bit for bit on CPU, as ``fit`` for two epochs.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fnn import optim
 from fnn.core import Layer
 from fnn.data import check_batch_size, check_pair
 from fnn.metrics import Metric, check_metrics
@@ -103,7 +105,10 @@ def _validation(model: Layer, loss: Any, metric_items: tuple, data: Any, batch_s
     """``ts -> {"val_loss": ..., "val_<metric>": ...}`` on the validation data (eval mode), or ``{}``."""
     if data is None:
         return lambda ts: {}
-    batch_size = min(check_batch_size(batch_size), check_pair(*data))
+    n = check_pair(*data)
+    if n == 0:
+        raise ValueError("fit: validation_data is empty; pass None for no validation, or hold out some examples")
+    batch_size = min(check_batch_size(batch_size), n)
     check_classes(model, *data)
     data = runner.place(tuple(data))
 
@@ -112,6 +117,27 @@ def _validation(model: Layer, loss: Any, metric_items: tuple, data: Any, batch_s
         return {f"val_{k}": v for k, v in scores.items()}
 
     return validate
+
+
+def _resume(directory: Path | None, state: TrainState, model: Layer, optimizer: Any) -> tuple:
+    """``(state, history, start epoch, note for the user)``: from the newest checkpoint in
+    ``directory`` when there is one (refusing another model's), else the fresh ``state``."""
+    if directory is None:
+        return state, History(), 0, None
+    found = resume_from(directory, like=state, model=model)
+    if found is None:
+        return state, History(), 0, f"no checkpoint in {directory}: starting fresh"
+    loaded, history, start = found
+    note = None
+    try:  # the checkpoint carries its learning rate; say so when the optimizer was built with another
+        saved, given = optim.get_learning_rate(loaded.opt_state), optim.get_learning_rate(optimizer.init(state.params))
+    except (KeyError, ValueError, TypeError):  # an optimizer without one learning rate in its state
+        saved = given = None
+    if saved is not None and float(saved) != float(given):
+        note = (f"resumed from epoch {start} at the checkpoint's learning rate {float(saved):g}, not the "
+                f"optimizer's {float(given):g} (set it with fnn.optim.set_learning_rate in a callback's on_train_begin)")
+        warnings.warn(f"fit: {note}", stacklevel=3)
+    return loaded, history, start, note
 
 
 def fit(
@@ -149,16 +175,16 @@ def fit(
     calls, metric_items = CallbackList(callbacks), check_metrics(metrics, loss)
     resume_dir = _check(state, epochs, resume, checkpoint_dir, calls.callbacks)
     if checkpoint_dir is not None:
-        meta = {"model": model.name, "batch_size": batch_size}
+        meta = {"model": repr(model), "batch_size": batch_size}  # resume checks the model against it
         calls.callbacks.append(Checkpoint(checkpoint_dir, checkpoint_every, keep_checkpoints, metadata=meta))
     on_jax = not isinstance(state.key, np.random.Generator)
     runner = epoch_runner(model, loss, optimizer, train_data, batch_size=batch_size, method=method, on_jax=on_jax,
                           metric_items=metric_items, grad_stats=grad_stats, mesh=mesh)
     validate = _validation(model, loss, metric_items, validation_data, eval_batch_size, runner)
-    history, start = History(), 0
-    if resume_dir is not None and (found := resume_from(resume_dir, like=state)) is not None:
-        state, history, start = found
+    state, history, start, note = _resume(resume_dir, state, model, optimizer)
     ts, bar = runner.place_state(state), _Bar(progress, on_jax, epochs, start, len(runner.sizes))
+    if note is not None:
+        bar.write(note)
     runner.on_batch, began = bar.batch, time.perf_counter()
     try:
         ts = calls.train_begin(ts, history)
