@@ -22,11 +22,13 @@ Run ``fnn <command> --help`` for the options.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -51,6 +53,53 @@ OPTIMIZERS = {  # name -> (constructor, default learning rate)
 
 
 # --------------------------------------------------------------------------- #
+# Arguments: each flag checked where it is parsed, errors in one line
+# --------------------------------------------------------------------------- #
+
+
+class UsageError(Exception):
+    """A mistake in the command line: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line (``fnn train: error: ...``) instead of the usage block."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _int_at_least(low: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an int >= {low}; got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an int >= {low}; got {value}")
+        return value
+
+    parse.__name__ = f"int >= {low}"
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number; got {text!r}") from None
+    if not (np.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number; got {text}")
+    return value
+
+
+def _address(text: str) -> str:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"must be HOST:PORT (e.g. 10.0.0.1:1234); got {text!r}")
+    return text
+
+
+# --------------------------------------------------------------------------- #
 # Building blocks (importable, used by the tests too)
 # --------------------------------------------------------------------------- #
 
@@ -67,7 +116,7 @@ def load_data(name: str, data_dir: str | None = None) -> dict[str, tuple[np.ndar
         x_rest, y_rest, x_test, y_test = data.train_val_split(x, y, 0.2, seed=0)
     elif name == "mnist":
         if data_dir is None:
-            raise SystemExit("fnn train --data mnist needs --data-dir DIR, the directory holding the IDX files "
+            raise UsageError("--data mnist needs --data-dir DIR, the directory holding the IDX files "
                              f"({', '.join(s for pair in data.MNIST_FILES.values() for s in pair)}, .gz or not)")
         x_rest, y_rest = data.load_mnist(data_dir, "train")
         x_test, y_test = data.load_mnist(data_dir, "test")
@@ -110,23 +159,58 @@ def build_optimizer(name: str, learning_rate: float | None = None) -> Any:
 # --------------------------------------------------------------------------- #
 
 
-def _train(args: argparse.Namespace) -> int:
+def _check_train_args(args: argparse.Namespace) -> None:
+    """What argparse cannot check alone: combinations of flags, and the paths, before any training."""
     if args.backend == "jax" and not backend.HAS_JAX:
-        raise SystemExit("fnn train --backend jax needs JAX (pip install 'fnn[jax]'); or use --backend numpy")
+        raise UsageError("--backend jax needs JAX (pip install 'fnn[jax]'); or use --backend numpy")
+    if args.grad == "autodiff" and args.backend != "jax":
+        raise UsageError("--grad autodiff is jax.grad and needs --backend jax; on NumPy use --grad manual")
     if args.resume and not args.checkpoint:
-        raise SystemExit("fnn train --resume needs --checkpoint DIR, the directory to resume from")
+        raise UsageError("--resume needs --checkpoint DIR, the directory to resume from")
+    if args.data_dir is not None and args.data != "mnist":
+        raise UsageError(f"--data-dir is read with --data mnist only; --data {args.data} is bundled")
+    if args.process_id is not None and args.num_processes is not None and args.process_id >= args.num_processes:
+        raise UsageError(f"--process-id must be below --num-processes ({args.num_processes}); got {args.process_id}")
+    if args.checkpoint:
+        Path(args.checkpoint).mkdir(parents=True, exist_ok=True)  # an OSError naming it, now rather than after an epoch
+    if args.out:
+        folder = Path(args.out).resolve().parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise UsageError(f"--out {args.out}: the folder {folder} does not exist or is not writable")
+        if importlib.util.find_spec("matplotlib") is None:
+            print("fnn train: matplotlib is not installed, so no plot (pip install 'fnn[plot]')", file=sys.stderr)
+            args.out = None
+
+
+class _UseLearningRate(train.Callback):
+    """Resuming with ``--lr``: the rate given on the command line, not the checkpoint's."""
+
+    def __init__(self, learning_rate: float):
+        self.learning_rate = learning_rate
+
+    def on_train_begin(self, train_state: train.TrainState, history: train.History) -> train.TrainState:
+        saved = float(optim.get_learning_rate(train_state.opt_state))
+        if len(history) and saved != self.learning_rate:
+            print(f"fnn train: resuming at --lr {self.learning_rate:g} (the checkpoint had {saved:g})")
+        return train_state._replace(opt_state=optim.set_learning_rate(train_state.opt_state, self.learning_rate))
+
+
+def _train(args: argparse.Namespace) -> int:
+    _check_train_args(args)
     distributed = any(v is not None for v in (args.coordinator, args.num_processes, args.process_id))
     distributed = distributed or bool(os.environ.get("FNN_COORDINATOR"))
     mesh, main_process = None, True
     if distributed:
         if args.backend != "jax":
-            raise SystemExit("fnn train --coordinator/--num-processes/--process-id need --backend jax")
+            raise UsageError("--coordinator/--num-processes/--process-id need --backend jax")
         from fnn import parallel
 
         parallel.initialize(args.coordinator, args.num_processes, args.process_id)  # before any other JAX call
         mesh, main_process = parallel.data_mesh(), parallel.is_main_process()
     splits = load_data(args.data, args.data_dir)
     x_train, y_train = splits["train"]
+    if args.batch_size > len(x_train):
+        raise UsageError(f"--batch-size {args.batch_size} is larger than the training set ({len(x_train)} examples)")
     image_shape, num_classes = x_train.shape[1:], int(y_train.max()) + 1
     model = build_model(args.model, image_shape, num_classes)
     optimizer = build_optimizer(args.optimizer, args.lr)
@@ -143,13 +227,20 @@ def _train(args: argparse.Namespace) -> int:
           f"({len(x_train)} train / {len(splits['val'][0])} val / {len(splits['test'][0])} test), {how} on {where}, "
           f"{args.optimizer} lr {lr:g}, {args.epochs} epochs of batch {args.batch_size}, seed {args.seed}")
 
+    callbacks = []
+    if args.resume and args.lr is not None:
+        callbacks.append(_UseLearningRate(args.lr))
+    if args.checkpoint:
+        meta = {"model": repr(model), "batch_size": args.batch_size}
+        callbacks.append(train.Checkpoint(args.checkpoint, args.checkpoint_every, metadata=meta, overwrite=args.overwrite))
     start = time.perf_counter()
-    ts, history = train.fit(
-        model, loss, optimizer, ts, splits["train"], epochs=args.epochs, batch_size=args.batch_size,
-        validation_data=splits["val"], method=args.grad, grad_stats=args.grad_stats,
-        checkpoint_dir=args.checkpoint, checkpoint_every=args.checkpoint_every, resume=args.resume,
-        progress=not args.no_progress and main_process, mesh=mesh,
-    )
+    with warnings.catch_warnings():  # the learning rate on resume is said above
+        warnings.filterwarnings("ignore", message="fit: resumed from epoch")
+        ts, history = train.fit(
+            model, loss, optimizer, ts, splits["train"], epochs=args.epochs, batch_size=args.batch_size,
+            validation_data=splits["val"], method=args.grad, grad_stats=args.grad_stats, callbacks=callbacks,
+            resume=args.resume, progress=not args.no_progress and main_process, mesh=mesh,
+        )
     seconds = time.perf_counter() - start
     if args.grad_stats and history.grad_stats:
         print(_grad_table(history.grad_stats[-1]))
@@ -193,7 +284,7 @@ def _gradcheck(args: argparse.Namespace) -> int:
     cases = [c for c in gradcheck_suite.CASES if not args.names or any(n in c.name for n in args.names)]
     if not cases:
         names = [c.name for c in gradcheck_suite.CASES]
-        raise SystemExit(f"fnn gradcheck: no case matches {args.names}; cases: {names}")
+        raise UsageError(f"no case matches {args.names}; cases: {names}")
     methods = ("numeric",) if args.numeric_only or not backend.HAS_JAX else ("autodiff", "numeric")
     results = []
     for case in cases:  # one row at a time, so a long run shows progress
@@ -260,9 +351,9 @@ def _bench(args: argparse.Namespace) -> int:
     if args.full:
         return _bench_full(args)
     if args.quick or args.out is not None:
-        raise SystemExit("fnn bench: --quick and --out go with --full (the full benchmark suite)")
+        raise UsageError("--quick and --out go with --full (the full benchmark suite)")
     if not backend.HAS_JAX:
-        raise SystemExit("fnn bench compares jitted steps and needs JAX (pip install 'fnn[jax]')")
+        raise UsageError("fnn bench compares jitted steps and needs JAX (pip install 'fnn[jax]')")
     jax, jnp = backend.jax, backend.jnp
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; SGD train step under jit, "
           f"batch {args.batch_size}, median of {args.repeats}")
@@ -290,32 +381,34 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fnn", description="Train, check and benchmark fnn models.")
+    parser = _Parser(prog="fnn", description="Train, check and benchmark fnn models.")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     commands = parser.add_subparsers(dest="command", metavar="{train,gradcheck,bench}")
 
     t = commands.add_parser("train", help="train a model on the digits (or MNIST) and plot the training curves")
     t.add_argument("--model", choices=MODELS, default="mlp")
     t.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam")
-    t.add_argument("--lr", type=float, default=None, help="learning rate (default: the optimizer's usual one)")
-    t.add_argument("--epochs", type=int, default=30)
-    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--lr", type=_positive_float, default=None, help="learning rate (default: the optimizer's usual one)")
+    t.add_argument("--epochs", type=_int_at_least(1), default=30)
+    t.add_argument("--batch-size", type=_int_at_least(1), default=32)
     t.add_argument("--grad", choices=("manual", "autodiff"), default="manual",
                    help="hand-written backward rules or jax.value_and_grad")
     t.add_argument("--backend", choices=("jax", "numpy"), default="jax" if backend.HAS_JAX else "numpy")
     t.add_argument("--data", choices=("digits", "mnist"), default="digits")
     t.add_argument("--data-dir", default=None, help="directory of the MNIST / Fashion-MNIST IDX files")
     t.add_argument("--checkpoint", default=None, metavar="DIR", help="save a checkpoint there after every epoch")
-    t.add_argument("--checkpoint-every", type=int, default=1, metavar="N")
+    t.add_argument("--checkpoint-every", type=_int_at_least(1), default=1, metavar="N")
+    t.add_argument("--overwrite", action="store_true", help="replace the checkpoints of another run in --checkpoint")
     t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --checkpoint")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=_int_at_least(0), default=0)
     t.add_argument("--out", default="fnn_train.png", help="where to save the training curves (PNG)")
     t.add_argument("--grad-stats", action="store_true", help="print per-parameter gradient statistics")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+    t.add_argument("--coordinator", type=_address, default=None, metavar="HOST:PORT",
                    help="multi-process training: the address of process 0 (default $FNN_COORDINATOR)")
-    t.add_argument("--num-processes", type=int, default=None, metavar="N",
+    t.add_argument("--num-processes", type=_int_at_least(1), default=None, metavar="N",
                    help="multi-process training: how many processes (default $FNN_NUM_PROCESSES)")
-    t.add_argument("--process-id", type=int, default=None, metavar="I",
+    t.add_argument("--process-id", type=_int_at_least(0), default=None, metavar="I",
                    help="multi-process training: this process's index, 0..N-1 (default $FNN_PROCESS_ID)")
     t.set_defaults(run=_train)
 
@@ -324,7 +417,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     g.add_argument("names", nargs="*", help="only the cases whose name contains one of these")
     g.add_argument("--numeric-only", action="store_true", help="skip the comparison with jax.grad")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=_int_at_least(0), default=0)
     g.add_argument("--quiet", action="store_true", help="print the table only")
     g.set_defaults(run=_gradcheck)
 
@@ -338,8 +431,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--models", nargs="+", choices=sorted(BENCH_MODELS), default=list(BENCH_MODELS),
                    help="without --full: the models to time (default all)")
-    b.add_argument("--batch-size", type=int, default=64, help="without --full: the batch size (default 64)")
-    b.add_argument("--repeats", type=int, default=20, help="without --full: timed steps per model (default 20)")
+    b.add_argument("--batch-size", type=_int_at_least(1), default=64, help="without --full: the batch size (default 64)")
+    b.add_argument("--repeats", type=_int_at_least(1), default=20, help="without --full: timed steps per model (default 20)")
     b.add_argument("--full", action="store_true",
                    help="run the full benchmark suite (python -m benchmarks, from the source checkout)")
     b.add_argument("--quick", action="store_true", help="with --full: tiny sizes and few repeats (seconds)")
@@ -350,13 +443,27 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``fnn`` command; returns the exit status."""
+    """Run the ``fnn`` command; returns the exit status.
+
+    A mistake (a bad flag, a missing file, a checkpoint of another model) is
+    one line on stderr, ``fnn <command>: error: ...``, and a non-zero status;
+    ``fnn --debug <command>`` shows the traceback instead."""
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    return args.run(args)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print(f"fnn {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # the library's messages name what is wrong; the traceback adds nothing for a user
+        if args.debug:
+            raise
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"fnn {args.command}: error: {message}", file=sys.stderr)
+        return 2 if isinstance(err, UsageError) else 1
 
 
 if __name__ == "__main__":

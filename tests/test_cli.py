@@ -42,10 +42,8 @@ def test_fnn_train_on_numpy_with_mnist_files(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "numpy (eager)" in out and "44 train / 4 val / 16 test" in out
     assert "dense_2/w" in out  # the gradient-statistics table
-    with pytest.raises(SystemExit, match="--data-dir"):
-        cli.main(["train", "--data", "mnist"])
-    with pytest.raises(FileNotFoundError, match="t10k-images-idx3-ubyte"):
-        cli.main(["train", "--data", "mnist", "--data-dir", str(tmp_path / "empty")])
+    status, message = _fails(["train", "--data", "mnist"], capsys)
+    assert status == 2 and message.startswith("--data mnist needs --data-dir DIR, the directory holding the IDX")
 
 
 @pytest.mark.parametrize("name", cli.MODELS)
@@ -71,12 +69,87 @@ def test_every_optimizer_choice_builds():
         cli.main(["train", "--optimizer", "lbfgs"])
 
 
-def test_bad_options_are_explained(capsys):
-    with pytest.raises(SystemExit, match="--resume needs --checkpoint"):
-        cli.main(["train", "--resume"])
-    with pytest.raises(ValueError, match="batch_size 5000 is larger than the dataset"):
-        cli.main(["train", "--batch-size", "5000", "--backend", "numpy", "--no-progress", "--out", ""])
+def _fails(argv, capsys):
+    """``(exit status, stderr)`` of a command that must fail with one line and no traceback."""
+    try:
+        status = cli.main(argv)
+    except SystemExit as stop:  # argparse's own errors
+        status = stop.code
+    err = capsys.readouterr().err
+    assert status != 0 and err.count("\n") == 1 and "Traceback" not in err, (status, err)
+    assert err.startswith(f"fnn {argv[0]}: error: "), err
+    return status, err[len(f"fnn {argv[0]}: error: "):].strip()
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--epochs", "-1"], "argument --epochs: must be an int >= 1; got -1"),
+        (["--lr", "-1"], "argument --lr: must be a positive finite number; got -1"),
+        (["--lr", "nan"], "argument --lr: must be a positive finite number; got nan"),
+        (["--batch-size", "0"], "argument --batch-size: must be an int >= 1; got 0"),
+        (["--batch-size", "100000"], "--batch-size 100000 is larger than the training set (1294 examples)"),
+        (["--checkpoint-every", "0"], "argument --checkpoint-every: must be an int >= 1; got 0"),
+        (["--num-processes", "0"], "argument --num-processes: must be an int >= 1; got 0"),
+        (["--process-id", "5", "--num-processes", "2"], "--process-id must be below --num-processes (2); got 5"),
+        (["--coordinator", "nonsense"], "argument --coordinator: must be HOST:PORT (e.g. 10.0.0.1:1234); got 'nonsense'"),
+        (["--seed", "-1"], "argument --seed: must be an int >= 0; got -1"),
+        (["--data-dir", "somewhere"], "--data-dir is read with --data mnist only; --data digits is bundled"),
+        (["--grad", "autodiff"], "--grad autodiff is jax.grad and needs --backend jax; on NumPy use --grad manual"),
+        (["--resume"], "--resume needs --checkpoint DIR, the directory to resume from"),
+        (["--out", "no/such/folder/c.png"], "--out no/such/folder/c.png: the folder"),
+    ],
+)
+def test_a_bad_flag_is_one_line_naming_it(argv, expected, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    _, message = _fails(["train", "--backend", "numpy", "--no-progress"] + argv, capsys)
+    assert message.startswith(expected), message
+
+
+def test_bad_files_and_paths_are_one_line_naming_them(tmp_path, capsys):
+    from tests.test_data import fake_mnist
+
+    (tmp_path / "garbage").mkdir()
+    fake_mnist(tmp_path / "garbage", n_train=8, n_test=4, gz=False)
+    (tmp_path / "garbage" / "train-images-idx3-ubyte").write_bytes(b"not an idx file")
+    cases = [
+        (["--data", "mnist", "--data-dir", str(tmp_path / "missing")], "load_mnist: train-images-idx3-ubyte"),
+        (["--data", "mnist", "--data-dir", str(tmp_path / "garbage")], "not an IDX file"),
+    ]
+    (tmp_path / "a_file").write_text("x")
+    cases.append((["--checkpoint", str(tmp_path / "a_file" / "ckpt")], "a_file/ckpt"))
+    for argv, expected in cases:
+        status, message = _fails(["train", "--backend", "numpy", "--no-progress", "--out", ""] + argv, capsys)
+        assert status == 1 and expected in message, message
+    for argv, expected in ((["--repeats", "0"], "--repeats"), (["--batch-size", "0"], "--batch-size")):
+        assert expected in _fails(["bench"] + argv, capsys)[1]
     assert cli.main([]) == 2 and "train" in capsys.readouterr().out
+
+
+def test_resume_uses_the_given_rate_and_refuses_another_model(tmp_path, capsys):
+    base = ["train", "--backend", "numpy", "--no-progress", "--out", "", "--checkpoint", str(tmp_path / "c")]
+    assert cli.main(base + ["--epochs", "1", "--resume"]) == 0
+    assert "no checkpoint in" in capsys.readouterr().err  # said, not silent
+    assert cli.main(base + ["--epochs", "2", "--resume", "--lr", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming at --lr 0.5 (the checkpoint had 0.001)" in out and "adam lr 0.5" in out
+    status, message = _fails(base + ["--epochs", "3", "--resume", "--model", "resnet"], capsys)
+    assert status == 1 and "was written for another model" in message, message
+    status, message = _fails(base + ["--epochs", "1"], capsys)  # a fresh run never prunes another's checkpoints
+    assert "already holds checkpoints of another run" in message and "--overwrite" not in message
+    assert cli.main(base + ["--epochs", "1", "--overwrite"]) == 0
+
+
+def test_without_matplotlib_the_run_is_kept_and_the_plot_skipped(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    png = tmp_path / "c.png"
+    assert cli.main(["train", "--backend", "numpy", "--no-progress", "--epochs", "1", "--out", str(png)]) == 0
+    captured = capsys.readouterr()
+    assert "matplotlib is not installed, so no plot" in captured.err and "test accuracy" in captured.out
+    assert not png.exists()
 
 
 @pytest.mark.slow  # two compilations of a 670k-parameter step
@@ -108,8 +181,7 @@ def test_fnn_bench_full_explains_where_the_suite_lives(tmp_path, monkeypatch):
     monkeypatch.setattr(cli, "_source_root", lambda: tmp_path)  # an installed fnn: no benchmarks/ beside it
     with pytest.raises(SystemExit, match=r"ships with fnn's source checkout.*python -m benchmarks"):
         cli.main(["bench", "--full", "--quick"])
-    with pytest.raises(SystemExit, match="go with --full"):
-        cli.main(["bench", "--quick"])
+    assert cli.main(["bench", "--quick"]) == 2
 
 
 def test_the_console_script_is_declared():

@@ -41,5 +41,4 @@ def test_a_wrong_backward_rule_fails_and_is_reported(capsys):
     assert results[0].numeric > 0.1 and results[1].error.startswith("ValueError")
     table = gradcheck_suite.format_table(results)
     assert "FAIL" in table and "ERROR ValueError" in table and table.endswith("0 of 2 passed, 2 failed")
-    with pytest.raises(SystemExit, match="no case matches"):
-        cli.main(["gradcheck", "no-such-layer"])
+    assert cli.main(["gradcheck", "no-such-layer"]) == 2

@@ -16,6 +16,7 @@ state, bit for bit on CPU, as ``fit`` for two epochs.
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -76,8 +77,11 @@ class _Bar:
                 self.bar.update(1)
 
     def write(self, message: str) -> None:
+        """A note for the user: above the bar, or on stderr without one."""
         if self.bar is not None:
             self.bar.write(f"fnn.train.fit: {message}")
+        else:
+            print(f"fnn.train.fit: {message}", file=sys.stderr)
 
     def close(self) -> None:
         if self.bar is not None:
