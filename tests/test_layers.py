@@ -271,3 +271,15 @@ def test_a_nan_input_gives_a_nan_prediction_not_a_confident_one():
     x[0, 1] = np.nan
     logits = np.asarray(fnn.train.predict(model, params, state, x))
     assert np.all(np.isnan(logits[0])) and np.all(np.isfinite(logits[1]))
+
+
+@pytest.mark.parametrize("backend_name", ["numpy", "jax"])
+def test_dense_acts_on_the_last_axis_of_any_rank(backend_name):
+    layer = L.dense(3)
+    assert layer.out_shape((None, 5, 4)) == (None, 5, 3) and layer.out_shape((2, 6, 5, 4)) == (2, 6, 5, 3)
+    params, state = init64(layer, backend_name, (None, 7, 4))
+    x = on_backend(away_from_kinks(np.random.default_rng(0).standard_normal((2, 7, 4))), backend_name)
+    y, _ = layer.apply(params, state, x)
+    rows, _ = layer.apply(params, state, x.reshape(14, 4))
+    np.testing.assert_allclose(np.asarray(y).reshape(14, 3), np.asarray(rows), rtol=1e-12)
+    assert_gradients(layer, params, state, x)

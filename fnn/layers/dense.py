@@ -1,4 +1,5 @@
-"""The fully connected (affine) layer: ``y = x @ w + b``, vectorised over the batch."""
+"""The fully connected (affine) layer: ``y = x @ w + b`` on the last axis,
+vectorised over the batch (and over any axes between, e.g. time)."""
 
 from __future__ import annotations
 
@@ -22,12 +23,15 @@ def dense(
     use_bias: bool = True,
     name: str = "dense",
 ) -> Layer:
-    """Affine layer ``y = x @ w + b`` on inputs of shape ``(batch, in)``.
+    """Affine layer ``y = x @ w + b`` on the last axis: ``(batch, ..., in) -> (batch, ..., features)``.
 
     Params: ``{"w": (in, features), "b": (features,)}`` (no ``"b"`` when
-    ``use_bias=False``). Backward: ``dw = x.T @ dy``, ``db = sum(dy, 0)``,
-    ``dx = dy @ w.T`` (skipped when the caller does not need it). Inputs of higher rank are refused (insert ``flatten``
-    first) so that a forgotten flatten is never silently applied per pixel.
+    ``use_bias=False``). Backward, with ``X`` and ``dY`` the input and the
+    output's cotangent flattened to rows ``(batch * ..., in)`` and
+    ``(batch * ..., features)``: ``dw = X.T @ dY``, ``db = sum(dY, 0)``,
+    ``dx = dy @ w.T`` (skipped when the caller does not need it). For images,
+    flatten first (``flatten`` then ``dense``) unless a per-pixel map (a 1x1
+    convolution) is what you mean.
 
     >>> import numpy as np, fnn
     >>> layer = fnn.layers.dense(3)
@@ -45,15 +49,11 @@ def dense(
         return shapes
 
     def check_shape(shape) -> int:
-        if is_multi_shape(shape) or len(shape) != 2:
-            raise LayerError(
-                name,
-                f"expected input of shape (batch, in_features), got {shape}"
-                + ("; insert flatten before dense" if not is_multi_shape(shape) and len(shape) > 2 else ""),
-            )
-        if shape[1] is None or shape[1] == 0:
+        if is_multi_shape(shape) or len(shape) < 2:
+            raise LayerError(name, f"expected input of shape (batch, ..., in_features), got {shape}")
+        if shape[-1] is None or shape[-1] == 0:
             raise LayerError(name, f"the input feature size must be known and positive; got shape {shape}")
-        return shape[1]
+        return shape[-1]
 
     def init(key, shape, dtype):
         n_in = check_shape(shape)
@@ -65,7 +65,7 @@ def dense(
 
     def out_shape(shape):
         check_shape(shape)
-        return (shape[0], features)
+        return tuple(shape[:-1]) + (features,)
 
     def fwd(params, state, x, key, train):
         n_in = check_shape(tuple(np.shape(expect_single(name, x))))
@@ -73,11 +73,13 @@ def dense(
         return affine(x, params["w"], params["b"] if use_bias else None), state, x
 
     def bwd(params, x, dy, *, input_grad=True):
-        if np.shape(dy) != (np.shape(x)[0], features):
-            raise LayerError(name, f"dy has shape {np.shape(dy)}; expected the output's shape {(np.shape(x)[0], features)}")
-        grads = {"w": x.T @ dy}
+        expected_dy = tuple(np.shape(x)[:-1]) + (features,)
+        if np.shape(dy) != expected_dy:
+            raise LayerError(name, f"dy has shape {np.shape(dy)}; expected the output's shape {expected_dy}")
+        rows, drows = (x, dy) if x.ndim == 2 else (x.reshape(-1, x.shape[-1]), dy.reshape(-1, features))
+        grads = {"w": rows.T @ drows}
         if use_bias:
-            grads["b"] = dy.sum(axis=0)
+            grads["b"] = drows.sum(axis=0)
         return grads, dy @ params["w"].T if input_grad else None
 
     return Layer(name, init, out_shape, fwd, bwd)
