@@ -24,7 +24,7 @@ import numpy as np
 
 from fnn import backend, gradcheck, losses
 from fnn import layers as L
-from fnn.core import Layer
+from fnn.core import Layer, no_params
 
 __all__ = ["Case", "Result", "CASES", "find", "run_case", "run", "format_table", "loss_as_layer"]
 
@@ -86,18 +86,14 @@ def loss_as_layer(loss: losses.Loss, target: Array) -> Layer:
     """A loss with a fixed target, as a parameter-free layer ``pred -> loss(pred, target)``,
     so that :func:`fnn.gradcheck.check_layer` checks its ``bwd``."""
 
-    def init(key, shape, dtype):
-        return {}, {}
-
     def fwd(params, state, pred, key, train):
-        t = target if backend.namespace(pred) is np else backend.jnp.asarray(target)
-        value, residuals = loss.fwd(pred, t)
+        value, residuals = loss.fwd(pred, backend.namespace(pred).asarray(target))
         return value, state, residuals
 
     def bwd(params, residuals, dvalue):
         return {}, loss.bwd(residuals, dvalue)
 
-    return Layer(loss.name, init, lambda shape: (), fwd, bwd)
+    return Layer(loss.name, no_params, lambda shape: (), fwd, bwd)
 
 
 _LABELS = np.array([0, 2, 1, 3])
