@@ -157,8 +157,6 @@ def _form(kernel: str, implementation: str, x_shape: tuple, w_shape: tuple, stri
 def _split_groups(cols: Array, groups: int, k_size: int) -> Array:
     """Rows ``(M, K*C)`` laid out ``(tap, channel)`` -> per group ``(G, M, K*C/G)``."""
     m = cols.shape[0]
-    if groups == 1:
-        return cols[None]
     return cols.reshape(m, k_size, groups, -1).transpose(2, 0, 1, 3).reshape(groups, m, -1)
 
 
@@ -231,8 +229,11 @@ def conv_forward(
         y = conv_with_xla_derivative(lambda a, b: win.tap_sum(win.pad(a, padding), b, strides, out_sizes), padding=padding, strides=strides)(xa, wa)
     else:
         rows = _rows(win.pad(xa, padding), window, strides, out_sizes, dilation)
-        y = _matmul(_split_groups(rows, groups, int(np.prod(window))), _group_w(wa, groups))
-        y = y[0] if groups == 1 else y.transpose(1, 0, 2).reshape(-1, f)
+        if groups == 1:
+            y = rows @ wa.reshape(-1, f)
+        else:
+            y = _matmul(_split_groups(rows, groups, int(np.prod(window))), _group_w(wa, groups))
+            y = y.transpose(1, 0, 2).reshape(-1, f)
     return y.reshape(n, *out_sizes, f).astype(x.dtype), None
 
 
@@ -327,6 +328,8 @@ def conv_dw(
     if how == "blocks":
         return _blocked_dw(win.pad(x.astype(acc), padding), dy.astype(acc), window).astype(dy.dtype)
     rows = _rows(win.pad(x.astype(acc), padding), window, strides, dy_sizes, dilation)
+    if groups == 1:
+        return (rows.T @ dy.astype(acc).reshape(-1, f)).reshape(w_shape).astype(dy.dtype)
     dyg = dy.astype(acc).reshape(-1, groups, f // groups).transpose(1, 0, 2)
     dwg = _matmul(_split_groups(rows, groups, int(np.prod(window))).transpose(0, 2, 1), dyg)
     return _ungroup_w(dwg, w_shape).astype(dy.dtype)
@@ -389,8 +392,11 @@ def conv_dx(
             feature_group_count=groups,
         )
     acc = _compute_dtype(dy.dtype)
-    dyg = dy.astype(acc).reshape(-1, groups, f // groups).transpose(1, 0, 2)  # (G, M, F/G)
-    dcols = _matmul(dyg, _group_w(w.astype(acc), groups).transpose(0, 2, 1))  # (G, M, K*C/G)
-    dcols = dcols.reshape(groups, -1, k_size, c // groups).transpose(1, 2, 0, 3)  # (M, K, G, C/G)
+    if groups == 1:
+        dcols = dy.astype(acc).reshape(-1, f) @ w.astype(acc).reshape(k_size * c, f).T  # (M, K*C)
+    else:
+        dyg = dy.astype(acc).reshape(-1, groups, f // groups).transpose(1, 0, 2)  # (G, M, F/G)
+        dcols = _matmul(dyg, _group_w(w.astype(acc), groups).transpose(0, 2, 1))  # (G, M, K*C/G)
+        dcols = dcols.reshape(groups, -1, k_size, c // groups).transpose(1, 2, 0, 3)  # (M, K, G, C/G)
     dx_pad = win.patches_to_image(dcols.reshape(n, *dy_sizes, *window, c), strides, padded, dilation)
     return win.crop(dx_pad, padding, x_sizes).astype(dy.dtype)
