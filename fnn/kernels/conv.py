@@ -137,7 +137,9 @@ def _ones(rank: int, v: Ints | None) -> tuple[int, ...]:
     return tuple(v) if v is not None else (1,) * rank
 
 
-def _form(kernel: str, implementation: str, x_shape: tuple, w_shape: tuple, strides, out_sizes, dilation, groups) -> str:
+def _form(
+    kernel: str, implementation: str, x_shape: tuple, w_shape: tuple, strides, out_sizes, dilation, groups
+) -> str:
     """The form ``implementation`` resolves to for one of ``"y"``, ``"dw"``, ``"dx"``."""
     rank = len(out_sizes)
     forms = plan.lowering_plan(
@@ -226,7 +228,8 @@ def conv_forward(
     acc = _compute_dtype(x.dtype)
     xa, wa = x.astype(acc), w.astype(acc)
     if how == "taps":  # jax.grad of the tap sum is the XLA convolution's derivative
-        y = conv_with_xla_derivative(lambda a, b: win.tap_sum(win.pad(a, padding), b, strides, out_sizes), padding=padding, strides=strides)(xa, wa)
+        taps = lambda a, b: win.tap_sum(win.pad(a, padding), b, strides, out_sizes)  # noqa: E731
+        y = conv_with_xla_derivative(taps, padding=padding, strides=strides)(xa, wa)
     else:
         rows = _rows(win.pad(xa, padding), window, strides, out_sizes, dilation)
         if groups == 1:
@@ -348,7 +351,8 @@ def _dx_kernel(w: Array, groups: int) -> Array:
     if groups == 1:
         return flipped.swapaxes(-1, -2)
     per_group = flipped.reshape(*w.shape[:rank], cg, groups, f // groups)
-    return per_group.transpose(*range(rank), rank + 2, rank + 1, rank).reshape(*w.shape[:rank], f // groups, groups * cg)
+    swapped = per_group.transpose(*range(rank), rank + 2, rank + 1, rank)  # (*k, F/G, G, C/G)
+    return swapped.reshape(*w.shape[:rank], f // groups, groups * cg)
 
 
 def conv_dx(

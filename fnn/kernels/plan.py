@@ -89,13 +89,18 @@ def lowering_plan(
     plain = rank == 2 and groups == 1 and all(d == 1 for d in (dilation or ()))
     taps = plain and c <= TAPS_MAX_CHANNELS and math.prod(window) * c * f <= TAPS_MAX_WEIGHTS
     if implementation in ("taps", "matmul", "blocks", "col2im"):
-        if (implementation == "taps" and not plain) or (implementation == "blocks" and not (plain and tuple(strides) == (1, 1))):
-            raise ValueError(f"the {implementation!r} form computes 2-D stride-1 convolutions without dilation or groups only")
-        return tuple(implementation if implementation in CONV_FORMS[piece] else "xla" for piece in ("y", "dw", "dx"))  # type: ignore[return-value]
+        stride_1 = all(s == 1 for s in strides)
+        if (implementation == "taps" and not plain) or (implementation == "blocks" and not (plain and stride_1)):
+            raise ValueError(
+                f"the {implementation!r} form computes 2-D stride-1 convolutions without dilation or groups only"
+            )
+        pieces = ("y", "dw", "dx")
+        return tuple(implementation if implementation in CONV_FORMS[p] else "xla" for p in pieces)  # type: ignore
     if implementation == "im2col":
         return ("taps" if taps else "matmul", "matmul", "col2im")
     if implementation != "auto" and implementation != "xla":
-        raise ValueError(f"implementation must be one of {', '.join(map(repr, CONV_IMPLEMENTATIONS))} or a form; got {implementation!r}")
+        choices = ", ".join(map(repr, CONV_IMPLEMENTATIONS))
+        raise ValueError(f"implementation must be one of {choices} or a form; got {implementation!r}")
     if implementation == "xla" or platform != "cpu" or not plain:
         return ("xla", "xla", "xla")
     stride_1 = all(s == 1 for s in strides)
@@ -106,7 +111,8 @@ def lowering_plan(
         and out_pixels * math.prod(window) * c <= COL2IM_MAX_ENTRIES
     )
     blocks = stride_1 and c <= BLOCKS_MAX_CHANNELS and out_pixels >= BLOCKS_MIN_PIXELS
-    larger = lambda sizes: sizes is not None and None not in sizes and math.prod(window) > math.prod(sizes)  # noqa: E731
+    def larger(sizes: Sequence[int | None] | None) -> bool:
+        return sizes is not None and None not in sizes and math.prod(window) > math.prod(sizes)  # type: ignore
     y = "taps" if taps else "matmul" if larger(in_hw) else "xla"
     col2im = col2im or larger(out_hw)
     return (y, "blocks" if blocks else "xla", "col2im" if col2im else "xla")

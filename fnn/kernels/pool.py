@@ -176,7 +176,13 @@ def max_pool_dx(
 
 
 def sum_pool_dx(
-    dy: Array, x_shape: Sequence[int], window: Ints, *, strides: Ints, padding: win.Padding, implementation: str = "auto"
+    dy: Array,
+    x_shape: Sequence[int],
+    window: Ints,
+    *,
+    strides: Ints,
+    padding: win.Padding,
+    implementation: str = "auto",
 ) -> Array:
     """``dx (x_shape)``: each window's ``dy`` added to every input it covers."""
     rank = len(window)

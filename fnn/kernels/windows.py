@@ -51,6 +51,7 @@ __all__ = [
 ]
 
 Array = Any
+Ints = Sequence[int]
 Padding = tuple[tuple[int, int], ...]  # one (lo, hi) per spatial axis
 
 _LAYOUTS = {1: ("NWC", "width"), 2: ("NHWC", "height, width"), 3: ("NDHWC", "depth, height, width")}
@@ -124,7 +125,8 @@ def resolve_padding(
     if spec == "valid":
         return ((0, 0),) * rank
     if spec == "same":
-        return tuple((0, 0) if n is None else same_padding(n, k, s, d) for n, k, s, d in zip(in_sizes, window, strides, dilation))
+        axes = zip(in_sizes, window, strides, dilation)
+        return tuple((0, 0) if n is None else same_padding(n, k, s, d) for n, k, s, d in axes)
     if _is_int(spec):
         return ((spec, spec),) * rank
     if len(spec) != rank:
@@ -198,7 +200,7 @@ def xla_pad(x: Array, padding: Sequence[tuple[int, int, int]], value: float = 0.
     return backend.lax.pad(x, np.array(value, x.dtype), tuple((int(lo), int(hi), int(mid)) for lo, hi, mid in padding))
 
 
-def _offset_index(offset: Sequence[int], strides: Sequence[int], out_sizes: Sequence[int], dilation: Sequence[int]) -> tuple:
+def _offset_index(offset: Ints, strides: Ints, out_sizes: Ints, dilation: Ints) -> tuple:
     """The spatial slices that kernel offset ``offset`` reads for every output: entries
     ``offset_a * d_a + s_a * q`` along each axis ``a``."""
     return tuple(slice(i * d, i * d + s * (o - 1) + 1, s) for i, s, o, d in zip(offset, strides, out_sizes, dilation))
@@ -209,7 +211,7 @@ def _offsets(window: Sequence[int]) -> list[tuple[int, ...]]:
 
 
 def patches(
-    x_pad: Array, window: Sequence[int], strides: Sequence[int], out_sizes: Sequence[int], dilation: Sequence[int] | None = None
+    x_pad: Array, window: Ints, strides: Ints, out_sizes: Ints, dilation: Ints | None = None
 ) -> Array:
     """Every window of a padded ``(N, *spatial, C)`` array, on either backend:
     ``cols[n, *q, *i, c] = x_pad[n, *(q*s + i*d), c]``, shape ``(N, *out, *window, C)``."""
@@ -291,7 +293,7 @@ def untile(t: Array, padded_sizes: Sequence[int]) -> Array:
 
 
 def im2col(
-    x_pad: np.ndarray, window: Sequence[int], strides: Sequence[int], out_sizes: Sequence[int], dilation: Sequence[int] | None = None
+    x_pad: np.ndarray, window: Ints, strides: Ints, out_sizes: Ints, dilation: Ints | None = None
 ) -> np.ndarray:
     """The im2col matrix of a padded NumPy array: one column per output pixel,
 

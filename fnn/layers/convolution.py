@@ -134,11 +134,10 @@ def _conv(
     def bwd(params, residuals, dy):
         x = residuals["x"]
         pads, _ = sizes(x.shape)
-        grads = {
-            "w": kernels.conv_dw(
-                x.astype(dy.dtype), dy, window, padding=pads, cols=residuals["cols"], implementation=implementation, **geometry
-            ).astype(params["w"].dtype)
-        }
+        dw = kernels.conv_dw(
+            x.astype(dy.dtype), dy, window, padding=pads, cols=residuals["cols"], implementation=implementation, **geometry
+        )
+        grads = {"w": dw.astype(params["w"].dtype)}
         w = params["w"].astype(dy.dtype)
         dx = kernels.conv_dx(dy, w, x.shape, padding=pads, implementation=implementation, **geometry)
         if use_bias:
@@ -199,9 +198,9 @@ def conv(
             f"kernel_size must be a tuple with one size per spatial axis, e.g. (3, 3); got {kernel_size!r} "
             "(for an int size use conv1d, conv2d or conv3d)",
         )
-    return _conv(
-        len(kernel_size), features, kernel_size, stride, padding, dilation, groups, use_bias, w_init, b_init, implementation, name
-    )
+    rank = len(kernel_size)
+    args = (features, kernel_size, stride, padding, dilation, groups, use_bias, w_init, b_init, implementation, name)
+    return _conv(rank, *args)
 
 
 def _fixed_rank(rank: int, default_name: str):
@@ -219,9 +218,8 @@ def _fixed_rank(rank: int, default_name: str):
         implementation: str = "auto",
         name: str = default_name,
     ) -> Layer:
-        return _conv(
-            rank, features, kernel_size, stride, padding, dilation, groups, use_bias, w_init, b_init, implementation, name
-        )
+        args = (features, kernel_size, stride, padding, dilation, groups, use_bias, w_init, b_init, implementation, name)
+        return _conv(rank, *args)
 
     layer.__name__ = layer.__qualname__ = default_name
     axes = ", ".join(win.axis_names(rank))
@@ -265,9 +263,11 @@ def conv2d(
     ((3, 3, 2, 4), (1, 4, 4, 4))
     """
     if lowering is not None:
-        warnings.warn(f"{name}: lowering= is deprecated; pass implementation={lowering!r}", DeprecationWarning, stacklevel=2)
+        message = f"{name}: lowering= is deprecated; pass implementation={lowering!r}"
+        warnings.warn(message, DeprecationWarning, stacklevel=2)
         implementation = lowering
-    return _conv(2, features, kernel_size, stride, padding, dilation, groups, use_bias, w_init, b_init, implementation, name)
+    args = (features, kernel_size, stride, padding, dilation, groups, use_bias, w_init, b_init, implementation, name)
+    return _conv(2, *args)
 
 
 def conv_transpose(
@@ -326,7 +326,8 @@ def conv_transpose(
         window = win.ints(name, "kernel_size", kernel_size, rank)
         strides = win.ints(name, "stride", stride, rank)
         pads = win.resolve_padding(name, spec, shape[1:-1], window, strides)
-        out = tuple(None if n is None else (n - 1) * s + k - lo - hi for n, s, k, (lo, hi) in zip(shape[1:-1], strides, window, pads))
+        axes = zip(shape[1:-1], strides, window, pads)
+        out = tuple(None if n is None else (n - 1) * s + k - lo - hi for n, s, k, (lo, hi) in axes)
         if any(m is not None and m < 1 for m in out):
             raise LayerError(name, f"padding {pads} leaves no output for input {shape} (sizes {out}); use less padding")
         return rank, window, strides, pads, (shape[0], *out, features)
@@ -350,7 +351,8 @@ def conv_transpose(
         xp = backend.namespace(x, params)
         dtype = xp.result_type(x.dtype, params["w"].dtype)
         xc, wc = xp.asarray(x, dtype=dtype), xp.asarray(params["w"], dtype=dtype)
-        y = kernels.conv_dx(xc, wc.swapaxes(-1, -2), y_shape, strides=strides, padding=pads, implementation=implementation)
+        w = wc.swapaxes(-1, -2)  # (*k, features, C): the kernel of the convolution this transposes
+        y = kernels.conv_dx(xc, w, y_shape, strides=strides, padding=pads, implementation=implementation)
         if use_bias:
             y = y + params["b"].astype(dtype).reshape(_bias_shape(rank, features))
         return y, state, {"x": x}
@@ -360,7 +362,9 @@ def conv_transpose(
         rank, window, strides, pads, _ = geometry(x.shape)
         w = params["w"].astype(dy.dtype).swapaxes(-1, -2)  # (*k, features, C)
         dx, _ = kernels.conv_forward(dy, w, strides=strides, padding=pads, implementation=implementation)
-        dw = kernels.conv_dw(dy, x.astype(dy.dtype), window, strides=strides, padding=pads, implementation=implementation)
+        dw = kernels.conv_dw(
+            dy, x.astype(dy.dtype), window, strides=strides, padding=pads, implementation=implementation
+        )
         grads = {"w": dw.swapaxes(-1, -2).astype(params["w"].dtype)}
         if use_bias:
             grads["b"] = dy.sum(axis=tuple(range(rank + 1))).astype(params["b"].dtype)

@@ -111,7 +111,11 @@ def _pool(kind: str, window: Any, stride: Any, padding: Any, count_include_pad: 
 
 
 def max_pool(
-    window: int | tuple[int, ...], *, stride: int | tuple[int, ...] | None = None, padding: Any = "valid", name: str = "max_pool"
+    window: int | tuple[int, ...],
+    *,
+    stride: int | tuple[int, ...] | None = None,
+    padding: Any = "valid",
+    name: str = "max_pool",
 ) -> Layer:
     """Max pooling: ``y[b, *q, c] = max_i x_pad[b, *(q*s + i), c]`` over the windows.
 
@@ -185,7 +189,7 @@ def _global_avg_pool() -> Layer:
         out_shape,
         fwd,
         bwd,
-        doc="Mean over the spatial axes: (N, *spatial, C) -> (N, C); backward spreads dy / (number of spatial entries).",
+        doc="Mean over the spatial axes: (N, *spatial, C) -> (N, C); backward spreads dy / (spatial entries).",
     )
 
 
