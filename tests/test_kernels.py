@@ -211,7 +211,7 @@ def test_every_pool_form_matches_xla_and_jax_grad(case, reducer):
         for how in forms:
             y, _ = P.pool_forward(jnp.asarray(x), reducer, window, implementation=how, **geo)
             np.testing.assert_allclose(y, y_ref, err_msg=how, **TIGHT)
-        for how in ["auto", "patches"] + (["tiles"] if tiled else []):  # NumPy forms
+        for how in ["auto", "xla", "patches"] + (["tiles"] if tiled else []):  # NumPy forms ("xla": "auto")
             y, first = P.pool_forward(x, reducer, window, implementation=how, **geo)
             assert isinstance(y, np.ndarray)
             np.testing.assert_allclose(y, y_ref, err_msg=how, **TIGHT)

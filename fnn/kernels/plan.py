@@ -140,15 +140,16 @@ def pool_plan(implementation: str, *, is_numpy: bool, tiled: bool, backward: boo
     XLA's generic select-and-scatter derivative on the CPU (LeNet's 2x2 pools,
     2-core Xeon VM, XLA CPU of JAX 0.10, float32, batch 64: 0.15-0.2x its time).
     A max window's backward has no ``"xla"`` form (XLA's is a derivative).
+    NumPy arrays asked for ``"xla"`` take their ``"auto"`` form.
     """
-    if implementation == "auto":
+    if implementation == "auto" or (is_numpy and implementation == "xla"):
         if not is_numpy and not backward:
             return "xla"
         return "tiles" if tiled else "patches"
     forms = POOL_BACKWARD_FORMS if backward else POOL_FORWARD_FORMS
     if reducer == "max" and backward:
         forms = forms[1:]
-    if implementation not in forms or (is_numpy and implementation == "xla"):
+    if implementation not in forms:
         raise ValueError(f"implementation must be 'auto' or one of {forms} for these arrays; got {implementation!r}")
     if implementation == "tiles" and not tiled:
         raise ValueError("the 'tiles' form needs windows that tile the input (stride == window)")

@@ -12,7 +12,7 @@ For window ``k``, stride ``s`` and padding ``(lo, hi)`` per axis::
 Forms (``implementation=``; "auto" asks :func:`fnn.kernels.plan.pool_plan`):
 ``"xla"`` (``lax.reduce_window``: the reference), ``"tiles"`` (a free
 reshape, when stride == window) and ``"patches"`` (every window gathered).
-NumPy arrays never take ``"xla"``.
+NumPy arrays never take ``"xla"`` (asked for it, they take their ``"auto"`` form).
 """
 
 from __future__ import annotations
