@@ -97,6 +97,36 @@ def test_conv_is_the_function_and_ranks_are_fixed():
     assert L.conv1d(2, 3, dilation=2, padding="same", stride=3).out_shape((1, 10, 1)) == (1, 4, 2)  # ceil(n / s)
 
 
+@pytest.mark.parametrize(
+    "kwargs, shape",
+    [
+        (dict(features=4, kernel_size=(3,), stride=(2,), dilation=(2,), groups=2, padding="same"), (2, 9, 6)),
+        (dict(features=6, kernel_size=(2, 3), dilation=(2, 1), groups=3, padding=((1, 0), (0, 2))), (3, 6, 5, 3)),
+        (dict(features=2, kernel_size=(2, 2, 3), stride=(1, 2, 1), padding=1), (2, 3, 5, 4, 3)),
+    ],
+)
+def test_im2col_layers_match_xla_and_jax_grad(kwargs, shape):
+    """The layer's JAX im2col forms (any rank, dilation, groups) give XLA's numbers, forward and backward."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal(shape))
+    cot = jnp.asarray(rng.standard_normal(L.conv(**kwargs).out_shape(shape)))
+    results = []
+    for implementation in ("xla", "im2col"):
+        layer = L.conv(**kwargs, implementation=implementation)
+        params, _ = layer.init(np.random.default_rng(0), shape, dtype=np.float64)
+        params = on_backend(params, "jax")
+
+        @jax.jit
+        def run(params, x, cot, layer=layer):
+            y, _, res = layer.fwd(params, {}, x)
+            autodiff = jax.grad(lambda p, v: jnp.sum(layer.apply(p, {}, v)[0] * cot), argnums=(0, 1))(params, x)
+            return y, layer.bwd(params, res, cot), autodiff
+
+        results.append(run(params, x, cot))
+        fnn.gradcheck.assert_close(results[-1][1], results[-1][2], tol=1e-12, names=("manual", "jax.grad"))
+    fnn.gradcheck.assert_close(results[0], results[1], tol=1e-12, names=("xla", "im2col"))
+
+
 # --------------------------------------------------------------------------- #
 # conv_transpose
 # --------------------------------------------------------------------------- #
