@@ -134,8 +134,9 @@ def _conv(
     def bwd(params, residuals, dy):
         x = residuals["x"]
         pads, _ = sizes(x.shape)
+        xc = x if x.dtype == dy.dtype else x.astype(dy.dtype)
         dw = kernels.conv_dw(
-            x.astype(dy.dtype), dy, window, padding=pads, cols=residuals["cols"], implementation=implementation, **geometry
+            xc, dy, window, padding=pads, cols=residuals["cols"], implementation=implementation, **geometry
         )
         grads = {"w": dw.astype(params["w"].dtype)}
         w = params["w"].astype(dy.dtype)
