@@ -59,11 +59,7 @@ __all__ = [
     "to_numpy",
     "eval_init_shapes",
     "scan",
-    "xla_conv",
-    "xla_reduce_window",
-    "xla_pad",
     "default_platform",
-    "conv_with_xla_derivative",
 ]
 
 Array = Any
@@ -400,75 +396,10 @@ def tree_size(tree: PyTree) -> int:
 
 
 # --------------------------------------------------------------------------- #
-# Window kernels on XLA (convolution, pooling)
+# Platform
 # --------------------------------------------------------------------------- #
-# The NumPy backend computes convolutions and pooling with im2col / col2im
-# (fnn/layers/_im2col.py). On JAX the same rules run as XLA operations, which
-# use cuDNN on a GPU and stay fast under jit. They take JAX arrays. On a CPU a
-# convolution may instead be lowered to slices, pads and matrix products
-# (conv2d's ``lowering``); :func:`default_platform` tells the layers where they run.
-
-
-def xla_conv(
-    lhs: Array,
-    rhs: Array,
-    *,
-    padding: Sequence[tuple[int, int]] = ((0, 0), (0, 0)),
-    strides: Sequence[int] = (1, 1),
-    lhs_dilation: Sequence[int] = (1, 1),
-    rhs_dilation: Sequence[int] = (1, 1),
-    dimension_numbers: tuple[str, str, str] = ("NHWC", "HWIO", "NHWC"),
-) -> Array:
-    """2-D cross-correlation ``lax.conv_general_dilated`` of JAX arrays of one dtype.
-
-    ``padding`` is ``((top, bottom), (left, right))``; a negative entry crops.
-    ``lhs_dilation`` inserts ``d - 1`` zeros between input pixels (the
-    transposed convolution of a strided one); ``rhs_dilation`` does the same
-    between kernel taps. ``dimension_numbers`` name the axes of the input,
-    kernel and output, e.g. ``("NHWC", "HWIO", "NHWC")``.
-    """
-    return lax.conv_general_dilated(
-        lhs,
-        rhs,
-        window_strides=tuple(int(s) for s in strides),
-        padding=tuple((int(lo), int(hi)) for lo, hi in padding),
-        lhs_dilation=tuple(int(d) for d in lhs_dilation),
-        rhs_dilation=tuple(int(d) for d in rhs_dilation),
-        dimension_numbers=dimension_numbers,
-    )
-
-
-def xla_reduce_window(
-    x: Array, reducer: str, window: Sequence[int], strides: Sequence[int], padding: Sequence[tuple[int, int]]
-) -> Array:
-    """Max or sum over the ``(kh, kw)`` windows of an NHWC JAX array (``lax.reduce_window``).
-
-    Padded cells hold the reduction's identity: ``-inf`` (the dtype's minimum
-    for integers) for ``"max"``, 0 for ``"sum"``. Under ``jax.grad`` a max
-    window sends its cotangent to the first maximum in row-major window order
-    (XLA's select-and-scatter with ``>=``), and overlapping windows add up.
-    """
-    # a concrete NumPy identity, so that lax recognises the monoid (max / add)
-    # and differentiates it; a traced init value would not be.
-    dtype = np.dtype(x.dtype)
-    if reducer == "max":
-        init = np.array(-np.inf if np.issubdtype(dtype, np.floating) else np.iinfo(dtype).min, dtype)
-        op = lax.max
-    elif reducer == "sum":
-        init, op = np.array(0, dtype), lax.add
-    else:
-        raise ValueError(f"xla_reduce_window: reducer must be 'max' or 'sum'; got {reducer!r}")
-    (kh, kw), (sh, sw) = window, strides
-    pads = ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0))
-    return lax.reduce_window(x, init, op, (1, int(kh), int(kw), 1), (1, int(sh), int(sw), 1), pads)
-
-
-def xla_pad(x: Array, padding: Sequence[tuple[int, int, int]], value: float = 0.0) -> Array:
-    """``lax.pad`` of a JAX array: per axis ``(low, high, interior)``, where
-    ``interior`` inserts that many ``value`` entries between neighbours (the
-    dilation of a strided window's adjoint) and a negative ``low`` / ``high``
-    crops."""
-    return lax.pad(x, np.array(value, x.dtype), tuple((int(lo), int(hi), int(mid)) for lo, hi, mid in padding))
+# The kernels of fnn/kernels/ (convolution, pooling, ...) choose their form by
+# the platform where jit-compiled code runs.
 
 
 def default_platform() -> str:
@@ -477,41 +408,3 @@ def default_platform() -> str:
     if not HAS_JAX:
         return "numpy"
     return jax.default_backend()
-
-
-def conv_with_xla_derivative(
-    fast: Callable[[Array, Array], Array],
-    *,
-    padding: Sequence[tuple[int, int]],
-    strides: Sequence[int],
-    dimension_numbers: tuple[str, str, str] = ("NHWC", "HWIO", "NHWC"),
-) -> Callable[[Array, Array], Array]:
-    """``fast(x, w)``, another lowering of ``xla_conv(x, w, padding=..., strides=...)``
-    (the same values), whose JAX derivative is the XLA convolution's.
-
-    A convolution is bilinear, so its JVP is ``conv(dx, w) + conv(x, dw)``;
-    ``jax.grad`` transposes that into XLA's own ``dx`` and ``dw`` convolutions,
-    exactly as for ``xla_conv``, whatever ``fast`` is made of (the derivative of
-    a sum of shifted slices, say, would be many slow reductions). Zero
-    tangents (inputs that are not differentiated) cost nothing.
-    """
-    from jax.custom_derivatives import SymbolicZero
-
-    def conv(x, w):
-        return xla_conv(x, w, padding=padding, strides=strides, dimension_numbers=dimension_numbers)
-
-    @jax.custom_jvp
-    def lowered(x, w):
-        return fast(x, w)
-
-    def jvp(primals, tangents):
-        (x, w), (dx, dw) = primals, tangents
-        y, dy = lowered(x, w), None
-        if not isinstance(dx, SymbolicZero):
-            dy = conv(dx, w)
-        if not isinstance(dw, SymbolicZero):
-            dy = conv(x, dw) if dy is None else dy + conv(x, dw)
-        return y, jnp.zeros_like(y) if dy is None else dy
-
-    lowered.defjvp(jvp, symbolic_zeros=True)
-    return lowered

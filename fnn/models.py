@@ -23,7 +23,7 @@ from typing import Sequence
 from fnn import initializers
 from fnn.core import Layer, layer_factory, residual, serial
 from fnn.layers.activations import relu
-from fnn.layers.conv import conv2d
+from fnn.layers.convolution import conv2d
 from fnn.layers.dense import dense
 from fnn.layers.dropout import dropout
 from fnn.layers.normalization import batch_norm

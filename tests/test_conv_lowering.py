@@ -1,4 +1,4 @@
-"""conv2d's JAX lowerings ("xla", "im2col", "auto"): every way of computing
+"""conv2d's JAX implementations ("xla", "im2col", "auto"): every way of computing
 the forward, dw and dx (column blocks too) agrees with the XLA convolution and with jax.grad
 (float64), the plan "auto" picks per platform and shape, forward-mode and
 16-bit inputs, and the error for a bad ``lowering``."""
@@ -10,7 +10,8 @@ import pytest
 
 import fnn
 from fnn import layers as L
-from fnn.layers.conv import LOWERINGS, _jax_dw, lowering_plan
+from fnn.kernels.conv import conv_dw
+from fnn.kernels.plan import CONV_IMPLEMENTATIONS as LOWERINGS, lowering_plan
 from tests.conv_support import check_gradients, on_backend
 
 # (id, kernel_size, stride, padding, input (H, W), channels, features)
@@ -37,7 +38,7 @@ def pair(v):
 
 def make(case, lowering, seed=0):
     _, kernel, stride, padding, hw, channels, features = case
-    layer = L.conv2d(features, kernel, stride=stride, padding=padding, lowering=lowering)
+    layer = L.conv2d(features, kernel, stride=stride, padding=padding, implementation=lowering)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((2, *hw, channels))
     params, _ = layer.init(np.random.default_rng(seed), x.shape, dtype=np.float64)
@@ -182,8 +183,8 @@ def test_column_block_dw_matches_xla(case):
     x = jnp.asarray(rng.standard_normal((2, *hw, channels)))
     out_hw = [hw[a] + sum(pads[a]) - window[a] + 1 for a in (0, 1)]
     dy = jnp.asarray(rng.standard_normal((2, *out_hw, features)))
-    got = _jax_dw("blocks", x, dy, window, pads, (1, 1))
-    want = _jax_dw("xla", x, dy, window, pads, (1, 1))
+    got = conv_dw(x, dy, window, strides=(1, 1), padding=pads, implementation="blocks")
+    want = conv_dw(x, dy, window, strides=(1, 1), padding=pads, implementation="xla")
     assert got.shape == want.shape == (*window, channels, features) and got.dtype == x.dtype
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
@@ -300,18 +301,30 @@ def test_auto_traces_xla_convolutions_only_off_cpu(monkeypatch):
 
 
 @pytest.mark.parametrize("bad", ["fft", "XLA", None, 1])
-def test_bad_lowering_names_the_layer_and_the_choices(bad):
-    message = r"lowering must be one of 'auto', 'xla', 'im2col'; got "
+def test_bad_implementation_names_the_layer_and_the_choices(bad):
+    message = r"implementation must be one of 'auto', 'xla', 'im2col'; got "
     with pytest.raises(fnn.LayerError, match=r"^conv2d: " + message):
-        L.conv2d(2, 3, lowering=bad)
+        L.conv2d(2, 3, implementation=bad)
     with pytest.raises(fnn.LayerError, match=r"^first: " + message + repr(bad)):
-        L.conv2d(2, 3, lowering=bad, name="first")
+        L.conv2d(2, 3, implementation=bad, name="first")
+
+
+def test_lowering_is_a_deprecated_spelling_of_implementation():
+    _, params, x = make(CASES[0], "xla")
+    with pytest.warns(DeprecationWarning, match=r"conv2d: lowering= is deprecated; pass implementation='im2col'"):
+        old = L.conv2d(3, 3, lowering="im2col")
+    new = L.conv2d(3, 3, implementation="im2col")
+    assert str(jax.make_jaxpr(lambda p, x: old.apply(p, {}, x)[0])(params, x)) == str(
+        jax.make_jaxpr(lambda p, x: new.apply(p, {}, x)[0])(params, x)
+    )
+    with pytest.warns(DeprecationWarning), pytest.raises(fnn.LayerError, match=r"^conv2d: implementation must be"):
+        L.conv2d(2, 3, lowering="fft")
 
 
 def test_backward_convolutions_stay_canonical_inside_a_scan():
     """dw and dx are NHWC x HWIO convolutions even inside lax.scan (fit's epoch), where
     XLA's CPU backend does not rewrite other dimension orders and would run a naive loop."""
-    model = L.serial(L.conv2d(4, 3, padding="same", lowering="xla"), L.relu, L.conv2d(2, 3, stride=2, lowering="xla"))
+    model = L.serial(L.conv2d(4, 3, padding="same", implementation="xla"), L.relu, L.conv2d(2, 3, stride=2, implementation="xla"))
     x = jnp.ones((2, 9, 9, 3), jnp.float32)
     params, state = model.init(fnn.key(0), x.shape, dtype=jnp.float32)
     grad_fn = fnn.value_and_grad(model, fnn.losses.mse, method="manual")

@@ -227,8 +227,12 @@ def test_global_avg_pool(backend_name):
 def test_bad_input(kind):
     layer = KINDS[kind](3, stride=2)
     name = f"{kind}_pool"
+    # a tuple window fixes the rank; an int window takes it from the input (a 3-D input is 1-D pooling)
     with pytest.raises(fnn.LayerError, match=rf"^{name}: expected a 4-D NHWC input .* got shape \(2, 8, 8\); add a channel"):
-        layer.apply({}, {}, np.ones((2, 8, 8)))
+        KINDS[kind]((3, 3), stride=2).apply({}, {}, np.ones((2, 8, 8)))
+    assert layer.out_shape((2, 8, 8)) == (2, 3, 8)
+    with pytest.raises(fnn.LayerError, match=rf"^{name}: expected an input \(batch, \*spatial, channels\) with 1, 2 or 3 spatial axes, got shape \(2, 64\)"):
+        layer.apply({}, {}, np.ones((2, 64)))
     with pytest.raises(fnn.LayerError, match=rf"^{name}: the window \(3, 3\) is larger than the padded input: input \(2, 5\)"):
         layer.out_shape((None, 2, 5, 1))
     with pytest.raises(fnn.LayerError, match=rf"^net/{name}: the window"):

@@ -16,3 +16,5 @@ NumPy arrays always take the NumPy form of a kernel; the backend follows the
 arrays, as everywhere in fnn. Layers never branch on the backend themselves:
 they call a kernel.
 """
+
+from fnn.kernels import conv, plan, pool, windows  # noqa: E402,F401  (convolution and pooling)

@@ -6,14 +6,154 @@ choose a kernel's form; every rule names the machine its numbers come from.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 # --------------------------------------------------------------------------- #
 # Convolution
 # --------------------------------------------------------------------------- #
+
+CONV_IMPLEMENTATIONS = ("auto", "xla", "im2col")  # what a convolution layer accepts
+CONV_FORMS = {"y": ("xla", "taps", "matmul"), "dw": ("xla", "matmul", "blocks"), "dx": ("xla", "col2im")}
+
+# "auto" on a CPU, from side-by-side timings on a 2-core Xeon VM (XLA CPU of
+# JAX 0.10, float32, batch 64, 8x8 to 28x28 inputs; each form relative to the
+# XLA convolution computing the same piece):
+# - y: the tap sum took 0.05-0.3x for C = 1 and 0.1-0.7x for C = 2-4 when the
+#   kernel has at most 800 weights (LeNet's first layer, 5x5x1x6 on 28x28:
+#   0.1x); its cost grows with kh*kw*C*F and it lost (1-6x) beyond. The im2col
+#   matrix product (0.3-20x) never beat both.
+# - dw: XLA beat im2col's cols^T @ dy in every shape measured (1-13x). A
+#   stride-1 dw on C <= 4 channels and at least 20000 output pixels ran as
+#   column blocks (fnn.kernels.conv._blocked_dw) in 0.45-1.0x (LeNet's first
+#   layer, 5x5x1x6 on 64x28x28: 0.5-0.65x); on fewer pixels XLA won (1-2.7x at 14x14).
+# - dx at stride 1: col2im took 0.2-0.8x for C <= 8 and F <= 16 while its
+#   matrix dy @ w^T (N*OH*OW x kh*kw*C) stays within 4M entries (LeNet's second
+#   layer, valid 5x5x6x16 on 14x14: 0.5x); 1-7x with 16 channels or a larger
+#   matrix, 0.9-1.6x for F = 32 with "same" padding, and about 1x (0.7-2.5x)
+#   at stride 2.
+# In LeNet's jitted training step (W2) the two choices together took the
+# manual step from 0.8x to 0.45-0.5x the plain-JAX step. Only 2-D convolutions
+# with dilation 1 and one group were measured: every other one runs XLA's.
+TAPS_MAX_CHANNELS = 4
+TAPS_MAX_WEIGHTS = 800  # kh * kw * C * F
+COL2IM_MAX_CHANNELS = 8
+COL2IM_MAX_FEATURES = 16
+COL2IM_MAX_ENTRIES = 4 * 2**20  # N*OH*OW * kh*kw*C
+BLOCKS_MAX_CHANNELS = 4
+BLOCKS_MIN_PIXELS = 20_000  # N*OH*OW
+BLOCK_MIN_COLUMNS = 24  # block * F: the width of dy's side of the product
+BLOCK_MAX_WIDTH = 4  # output columns per block
+
+
+def lowering_plan(
+    implementation: str,
+    platform: str,
+    w_shape: Sequence[int],
+    strides: Sequence[int],
+    out_pixels: int,
+    *,
+    in_hw: Sequence[int | None] | None = None,
+    out_hw: Sequence[int | None] | None = None,
+    dilation: Sequence[int] | None = None,
+    groups: int = 1,
+) -> tuple[str, str, str]:
+    """How the JAX backend computes ``(y, dw, dx)`` of one convolution with
+    kernel ``w_shape = (*k, C/G, F)`` and ``out_pixels = N*prod(out)`` outputs,
+    from an input of spatial sizes ``in_hw`` to ``out_hw`` (when given).
+
+    Returns ``"xla"``, ``"taps"`` or ``"matmul"`` for ``y``; ``"xla"``,
+    ``"matmul"`` or ``"blocks"`` for ``dw``; ``"xla"`` or ``"col2im"`` for ``dx``.
+
+    * ``"xla"``: XLA convolutions for all three.
+    * ``"im2col"``: the im2col matrix for all three; ``y`` as a tap sum when
+      ``C <= 4`` and the kernel has at most 800 weights (2-D, dilation 1, one
+      group), else one matrix product per group.
+    * ``"auto"``: ``"xla"`` on any platform but ``"cpu"``, and for any convolution
+      but a 2-D one with dilation 1 and one group; for those on a CPU, the tap
+      sum for ``y`` under the same condition; column blocks for ``dw`` at stride 1
+      when ``C <= 4`` and there are at least 20000 output pixels, else XLA's;
+      and col2im for ``dx`` at stride 1 when ``C <= 8``, ``F <= 16`` and
+      ``dy @ w^T`` has at most 4M entries (the timings behind these numbers are
+      in this module's source). Whatever these say, a kernel with more taps
+      than the image it slides over has pixels (``kh*kw > H*W`` for ``y``,
+      ``> OH*OW`` for ``dx``, which slides it over ``dy``) runs as im2col:
+      XLA swaps such a convolution's operands, and its CPU backend runs the
+      swapped one as a naive loop (3x3 on 2x2 images, 64 channels: 2.4 ms
+      against 0.4 ms for im2col).
+    * one form's name (``"taps"``, ``"matmul"``, ``"blocks"``, ``"col2im"``):
+      that form for the pieces it computes (where it applies), XLA's for the others.
+    """
+    *window, c, f = w_shape
+    rank = len(window)
+    plain = rank == 2 and groups == 1 and all(d == 1 for d in (dilation or ()))
+    taps = plain and c <= TAPS_MAX_CHANNELS and math.prod(window) * c * f <= TAPS_MAX_WEIGHTS
+    if implementation in ("taps", "matmul", "blocks", "col2im"):
+        stride_1 = all(s == 1 for s in strides)
+        if (implementation == "taps" and not plain) or (implementation == "blocks" and not (plain and stride_1)):
+            raise ValueError(
+                f"the {implementation!r} form computes 2-D stride-1 convolutions without dilation or groups only"
+            )
+        pieces = ("y", "dw", "dx")
+        return tuple(implementation if implementation in CONV_FORMS[p] else "xla" for p in pieces)  # type: ignore
+    if implementation == "im2col":
+        return ("taps" if taps else "matmul", "matmul", "col2im")
+    if implementation != "auto" and implementation != "xla":
+        choices = ", ".join(map(repr, CONV_IMPLEMENTATIONS))
+        raise ValueError(f"implementation must be one of {choices} or a form; got {implementation!r}")
+    if implementation == "xla" or platform != "cpu" or not plain:
+        return ("xla", "xla", "xla")
+    stride_1 = all(s == 1 for s in strides)
+    col2im = (
+        stride_1
+        and c <= COL2IM_MAX_CHANNELS
+        and f <= COL2IM_MAX_FEATURES
+        and out_pixels * math.prod(window) * c <= COL2IM_MAX_ENTRIES
+    )
+    blocks = stride_1 and c <= BLOCKS_MAX_CHANNELS and out_pixels >= BLOCKS_MIN_PIXELS
+    def larger(sizes: Sequence[int | None] | None) -> bool:
+        return sizes is not None and None not in sizes and math.prod(window) > math.prod(sizes)  # type: ignore
+    y = "taps" if taps else "matmul" if larger(in_hw) else "xla"
+    col2im = col2im or larger(out_hw)
+    return (y, "blocks" if blocks else "xla", "col2im" if col2im else "xla")
 
 
 # --------------------------------------------------------------------------- #
 # Pooling
 # --------------------------------------------------------------------------- #
+
+POOL_FORWARD_FORMS = ("xla", "tiles", "patches")
+POOL_BACKWARD_FORMS = ("xla", "tiles", "patches")
+
+
+def pool_plan(implementation: str, *, is_numpy: bool, tiled: bool, backward: bool, reducer: str = "sum") -> str:
+    """The form of a pooling kernel: ``"xla"`` (``lax.reduce_window``; for a sum
+    window's backward its transpose, a ``reduce_window`` of ``dy`` with base
+    dilation), ``"tiles"`` (a free reshape when the windows tile the input,
+    stride == window) or ``"patches"`` (every window gathered, any stride).
+
+    ``"auto"``: NumPy arrays take tiles when the windows tile the input, else
+    patches. JAX arrays take XLA's ``reduce_window`` forward (so that
+    ``jax.grad`` of it keeps XLA's tie rule), and for the backward tiles or
+    patches as NumPy does: when the windows tile the image both backward rules
+    are a mask or a broadcast on a free reshape, with no scatter, which beat
+    XLA's generic select-and-scatter derivative on the CPU (LeNet's 2x2 pools,
+    2-core Xeon VM, XLA CPU of JAX 0.10, float32, batch 64: 0.15-0.2x its time).
+    A max window's backward has no ``"xla"`` form (XLA's is a derivative).
+    NumPy arrays asked for ``"xla"`` take their ``"auto"`` form.
+    """
+    if implementation == "auto" or (is_numpy and implementation == "xla"):
+        if not is_numpy and not backward:
+            return "xla"
+        return "tiles" if tiled else "patches"
+    forms = POOL_BACKWARD_FORMS if backward else POOL_FORWARD_FORMS
+    if reducer == "max" and backward:
+        forms = forms[1:]
+    if implementation not in forms:
+        raise ValueError(f"implementation must be 'auto' or one of {forms} for these arrays; got {implementation!r}")
+    if implementation == "tiles" and not tiled:
+        raise ValueError("the 'tiles' form needs windows that tile the input (stride == window)")
+    return implementation
 
 
 # --------------------------------------------------------------------------- #

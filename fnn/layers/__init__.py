@@ -18,7 +18,7 @@ from fnn.layers.activations import (
     tanh,
 )
 from fnn.layers.dense import dense
-from fnn.layers.conv import conv2d
+from fnn.layers.convolution import conv, conv1d, conv2d, conv3d, conv_transpose
 from fnn.layers.dropout import dropout
 from fnn.layers.normalization import batch_norm, layer_norm
 from fnn.layers.pooling import avg_pool, global_avg_pool, max_pool
@@ -27,7 +27,11 @@ from fnn.layers.recurrent import gru, lstm, rnn
 
 __all__ = [
     "dense",
+    "conv",
+    "conv1d",
     "conv2d",
+    "conv3d",
+    "conv_transpose",
     "max_pool",
     "avg_pool",
     "global_avg_pool",

@@ -1,26 +1,20 @@
-"""Pooling layers over NHWC images: ``max_pool``, ``avg_pool`` and
-``global_avg_pool``, each with a hand-written backward rule.
+"""Pooling layers over channels-last inputs ``(N, *spatial, C)`` with 1, 2 or
+3 spatial axes: ``max_pool``, ``avg_pool`` and ``global_avg_pool``, each with
+a hand-written backward rule.
 
-Windows and padding follow :mod:`fnn.layers.conv` (``"valid"``, ``"same"``,
-int, pair, or ``((top, bottom), (left, right))``); the stride defaults to the
-window, so that windows tile the image.
+Windows and padding follow :func:`fnn.layers.conv` (``"valid"``, ``"same"``,
+an int, one int or one ``(lo, hi)`` pair per axis); the stride defaults to
+the window, so that windows tile the input. A tuple window fixes the rank; an
+int window takes it from the input (``ndim - 2``).
 
-Backward rules:
+Backward rules (the kernels of :mod:`fnn.kernels.pool` run them):
 
 * max: each window sends its cotangent to its *first* maximum (in row-major
   window order) only; where windows overlap (stride < window) the
   contributions add up. This is exactly what ``jax.grad`` gives for the JAX
   forward (``lax.reduce_window``), ties included.
-* avg: each window spreads its cotangent evenly over the inputs it averaged.
-
-When the windows tile the image (stride == window, the common 2x2 / 2 case)
-both rules are a mask or a broadcast on a free reshape of the input, with no
-scatter; this is where the manual backward beats XLA's generic
-select-and-scatter derivative on CPU (LeNet's 2x2 pools: 0.15-0.2x its time).
-The NumPy max pool keeps each window's first argmax from the forward; on JAX
-the forward stays ``lax.reduce_window`` (so that ``jax.grad`` keeps the tie
-rule) and the backward finds the first maximum again.
-Overlapping windows use col2im.
+* avg: ``y = sum / count``; each window spreads ``dy / count`` evenly over the
+  inputs it averaged.
 """
 
 from __future__ import annotations
@@ -30,157 +24,100 @@ from typing import Any
 import numpy as np
 
 from fnn import backend
-from fnn.core import Layer, LayerError, layer_factory
-from fnn.layers import _im2col as im
+from fnn.core import Layer, LayerError, check_no_params, expect_single, layer_factory, no_params
+from fnn.kernels import pool as kernels
+from fnn.kernels import windows as win
 
 __all__ = ["avg_pool", "global_avg_pool", "max_pool"]
 
 
-def _no_params(key, shape, dtype):
-    return {}, {}
-
-
-def _tiled_argmax(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Max and first argmax (row-major in the window) of NumPy tiles
-    ``(N, OH, kh, OW, kw, C)``: ``y (N, OH, OW, C)`` and ``first`` of the same shape."""
-    n, oh, kh, ow, kw, c = t.shape
-    windows = t.transpose(0, 1, 3, 5, 2, 4).reshape(n, oh, ow, c, kh * kw)
-    first = windows.argmax(axis=-1)
-    return np.take_along_axis(windows, first[..., None], axis=-1)[..., 0], first
-
-
-def _untiled_at(first: np.ndarray, dy: np.ndarray, win: tuple[int, int]) -> np.ndarray:
-    """Tiles ``(N, OH, kh, OW, kw, C)`` holding ``dy`` at each window's ``first`` position, 0 elsewhere."""
-    n, oh, ow, c = dy.shape
-    kh, kw = win
-    windows = np.zeros((n, oh, ow, c, kh * kw), dy.dtype)
-    np.put_along_axis(windows, first[..., None], dy[..., None], axis=-1)  # a fresh array: nothing shared is written
-    return windows.reshape(n, oh, ow, c, kh, kw).transpose(0, 1, 4, 2, 5, 3)
-
-
-def _first_max_tiles(t: Any, y: Any, dy: Any) -> Any:
-    """Tiles ``(N, OH, kh, OW, kw, C)`` holding ``dy`` at each window's first
-    maximum (row-major), 0 elsewhere (JAX): the first maximum's position is a
-    min-reduction over the window axes, then one select puts ``dy`` there.
-
-    Measured in LeNet's jitted training step (W2), alternatives lost: a scan
-    over the window positions (each taking ``dy`` where it equals the maximum
-    and no earlier position did, stacked back into tiles) is 1.05-1.8x faster
-    alone, but made the whole step 1.3-1.6x slower, because XLA fuses the
-    layers around the pool's backward (relu's backward, which recomputes a
-    tap-sum convolution, and the next convolution's col2im) into this loop and
-    the scan's concatenation runs that loop far slower; keeping the first
-    maximum's index (int8) from the forward pass changed nothing (XLA computes
-    it once either way)."""
-    xp = backend.namespace(t, dy)
-    kh, kw = t.shape[2], t.shape[4]
-    area = kh * kw
-    order = np.arange(area).reshape(1, 1, kh, 1, kw, 1)  # row-major position in the window
-    hit = t == y[:, :, None, :, None, :]
-    first = xp.min(xp.where(hit, order, area), axis=(2, 4), keepdims=True)
-    return xp.where(order == first, dy[:, :, None, :, None, :], 0).astype(dy.dtype)
-
-
 def _pool(kind: str, window: Any, stride: Any, padding: Any, count_include_pad: bool, name: str) -> Layer:
-    win = im.pair(name, "window", window)
-    strides = win if stride is None else im.pair(name, "stride", stride)
-    spec = im.padding_spec(name, padding)
-    if isinstance(spec, tuple) and any(p >= k for side, k in zip(spec, win) for p in side):
-        raise ValueError(
-            f"{name}: each padding must be smaller than the window {win} (a window must hold at least one "
-            f"real input); got padding {spec}"
-        )
-    tiled = strides == win
-    area = win[0] * win[1]
+    fixed = next((len(v) for v in (window, stride) if isinstance(v, (tuple, list))), None)
+    if fixed is not None:  # check the arguments now, when the rank is known
+        win.ints(name, "window", window, fixed)
+        if stride is not None:
+            win.ints(name, "stride", stride, fixed)
+    else:
+        win.ints(name, "window", window, 1)
+        if stride is not None:
+            win.ints(name, "stride", stride, 1)
+    spec = win.padding_spec(name, padding, fixed)
+
+    def check_padding(pads, sizes) -> None:
+        if any(p >= k for side, k in zip(pads, sizes) for p in side):
+            raise LayerError(
+                name,
+                f"each padding must be smaller than the window {tuple(sizes)} (a window must hold at least one "
+                f"real input); got padding {tuple(pads)}",
+            )
+
+    if not isinstance(spec, str) and (fixed is not None or not isinstance(window, (tuple, list))):
+        rank = fixed or (1 if isinstance(spec, int) else len(spec))
+        sizes = win.ints(name, "window", window, rank)
+        check_padding(win.resolve_padding(name, spec, (None,) * rank, sizes, sizes), sizes)
+
+    def geometry(shape: tuple) -> tuple:
+        """``(window, strides, padding, out_sizes)`` for an input of ``shape``."""
+        rank = fixed or len(shape) - 2
+        if not 1 <= rank <= 3 and fixed is None:
+            raise LayerError(
+                name, f"expected an input (batch, *spatial, channels) with 1, 2 or 3 spatial axes, got shape {shape}"
+            )
+        shape = win.check_input(name, shape, rank)
+        window_r = win.ints(name, "window", window, rank)
+        strides = window_r if stride is None else win.ints(name, "stride", stride, rank)
+        pads = win.resolve_padding(name, spec, shape[1:-1], window_r, strides)
+        check_padding(pads, window_r)
+        return window_r, strides, pads, win.output_sizes(name, shape[1:-1], window_r, strides, pads, "window")
 
     def out_shape(shape):
-        n, h, w, c = im.check_nhwc(name, shape)
-        return (n, *im.output_hw(name, (h, w), win, strides, spec, "window"), c)
-
-    def geometry(x_shape):
-        _, h, w, _ = x_shape
-        out_hw = im.output_hw(name, (h, w), win, strides, spec, "window")
-        pads = im.resolve_padding(spec, (h, w), win, strides)
-        padded_hw = (h + pads[0][0] + pads[0][1], w + pads[1][0] + pads[1][1])
-        return out_hw, pads, padded_hw
+        shape = tuple(shape)
+        return (shape[0], *geometry(shape)[3], shape[-1])
 
     def counts(x_shape, dtype):
-        """How many real inputs each window averages: ``(1, OH, OW, 1)``, or the window area."""
-        out_hw, pads, _ = geometry(x_shape)
-        if count_include_pad or pads == ((0, 0), (0, 0)):
-            return area
-        ones = im.pad(np.ones((1, x_shape[1], x_shape[2], 1)), pads)  # static shapes: a NumPy constant
-        return im.patches(ones, win, strides, out_hw).sum(axis=(3, 4)).astype(dtype)
+        """How many real inputs each window averages: ``(1, *out, 1)``, or the window's size."""
+        window_r, strides, pads, _ = geometry(x_shape)
+        if count_include_pad or all(p == (0, 0) for p in pads):
+            return int(np.prod(window_r))
+        ones = np.ones((1, *x_shape[1:-1], 1))  # static shapes: a NumPy constant
+        return kernels.pool_forward(ones, "sum", window_r, strides=strides, padding=pads)[0].astype(dtype)
 
     def fwd(params, state, x, key, train):
-        if params != {}:
-            raise LayerError(name, f"has no params; expected {{}}, got {params!r:.80}")
-        if isinstance(x, (tuple, list)):
-            raise LayerError(name, f"expected a single array, got a tuple of {len(x)} inputs")
-        x_shape = im.check_nhwc(name, tuple(np.shape(x)))
-        out_hw, pads, _ = geometry(x_shape)
-        if backend.is_jax_array(x):  # XLA's reduce_window: jax.grad follows the same tie rule
-            y = backend.xla_reduce_window(x, "max" if kind == "max" else "sum", win, strides, pads)
-        else:
-            x_pad = im.pad(x, pads, -np.inf if kind == "max" else 0.0)
-            reduce = np.max if kind == "max" else np.sum
-            if tiled and kind == "max":  # keep each window's first argmax for a scatter-free backward
-                y, first = _tiled_argmax(im.tiles(x_pad, win, out_hw))
-                return y, state, (x, y, first)
-            if tiled:  # a free reshape: (N, OH, kh, OW, kw, C)
-                y = reduce(im.tiles(x_pad, win, out_hw), axis=(2, 4))
-            else:  # im2col: (N, OH, OW, kh, kw, C)
-                y = reduce(im.patches(x_pad, win, strides, out_hw), axis=(3, 4))
+        check_no_params(name, params)
+        window_r, strides, pads, _ = geometry(tuple(np.shape(expect_single(name, x))))
+        y, first = kernels.pool_forward(x, "max" if kind == "max" else "sum", window_r, strides=strides, padding=pads)
         if kind == "avg":
-            y = y / counts(x_shape, x.dtype)
-            return y, state, x
-        return y, state, (x, y, None)
+            return y / counts(x.shape, x.dtype), state, x
+        return y, state, (x, y, first)
 
     def max_bwd(params, residuals, dy):
         x, y, first = residuals
-        xp = backend.namespace(x, dy)
-        out_hw, pads, padded_hw = geometry(x.shape)
-        n, c = x.shape[0], x.shape[3]
-        if first is not None:  # NumPy, tiled: put dy at each window's argmax
-            dx_pad = im.untile(_untiled_at(first, dy, win), padded_hw)
-            return {}, im.crop(dx_pad, pads, x.shape[1:3])
-        x_pad = im.pad(x, pads, -np.inf)
-        if tiled:  # JAX, on a free reshape: no scatter
-            dx_pad = im.untile(_first_max_tiles(im.tiles(x_pad, win, out_hw), y, dy), padded_hw)
-        else:
-            cols = im.patches(x_pad, win, strides, out_hw).reshape(n, *out_hw, area, c)
-            first = xp.argmax(cols, axis=3)[:, :, :, None, :]
-            order = np.arange(area).reshape(1, 1, 1, area, 1)
-            dcols = xp.where(order == first, dy[:, :, :, None, :], 0).astype(dy.dtype)
-            dx_pad = im.patches_to_image(dcols.reshape(n, *out_hw, *win, c), strides, padded_hw)
-        return {}, im.crop(dx_pad, pads, x.shape[1:3])
+        window_r, strides, pads, _ = geometry(x.shape)
+        return {}, kernels.max_pool_dx(x, y, dy, window_r, strides=strides, padding=pads, first=first)
 
     def avg_bwd(params, x, dy):
-        xp = backend.namespace(x, dy)
-        out_hw, pads, padded_hw = geometry(x.shape)
+        window_r, strides, pads, _ = geometry(x.shape)
         share = dy / counts(x.shape, dy.dtype)
-        n, c = x.shape[0], x.shape[3]
-        if tiled:
-            dt = xp.broadcast_to(share[:, :, None, :, None, :], (n, out_hw[0], win[0], out_hw[1], win[1], c))
-            dx_pad = im.untile(dt, padded_hw)
-        else:
-            dcols = xp.broadcast_to(share[:, :, :, None, None, :], (n, *out_hw, *win, c))
-            dx_pad = im.patches_to_image(dcols, strides, padded_hw)
-        return {}, im.crop(dx_pad, pads, x.shape[1:3])
+        return {}, kernels.sum_pool_dx(share, x.shape, window_r, strides=strides, padding=pads)
 
-    return Layer(name, _no_params, out_shape, fwd, max_bwd if kind == "max" else avg_bwd)
+    return Layer(name, no_params, out_shape, fwd, max_bwd if kind == "max" else avg_bwd)
 
 
 @layer_factory
 def max_pool(
-    window: int | tuple[int, int], *, stride: int | tuple[int, int] | None = None, padding: Any = "valid", name: str = "max_pool"
+    window: int | tuple[int, ...],
+    *,
+    stride: int | tuple[int, ...] | None = None,
+    padding: Any = "valid",
+    name: str = "max_pool",
 ) -> Layer:
-    """Max pooling: ``y[n, p, q, c] = max_{i,j} x_pad[n, p*sh + i, q*sw + j, c]`` over ``(kh, kw)`` windows.
+    """Max pooling: ``y[b, *q, c] = max_i x_pad[b, *(q*s + i), c]`` over the windows.
 
-    ``stride`` defaults to ``window``; padding as in :func:`fnn.layers.conv2d`
-    (padded cells are ``-inf``, never chosen). Backward: the whole cotangent of
-    a window goes to its first maximum (row-major order in the window);
-    overlapping windows add up -- the same as ``jax.grad``.
+    ``stride`` defaults to ``window``; padding as in :func:`fnn.layers.conv`
+    (padded cells are ``-inf``, never chosen; each padding must be smaller than
+    the window). Backward: the whole cotangent of a window goes to its first
+    maximum (row-major order in the window); overlapping windows add up -- the
+    same as ``jax.grad``.
 
     >>> import numpy as np, fnn
     >>> pool = fnn.layers.max_pool(2)
@@ -194,19 +131,19 @@ def max_pool(
 
 @layer_factory
 def avg_pool(
-    window: int | tuple[int, int],
+    window: int | tuple[int, ...],
     *,
-    stride: int | tuple[int, int] | None = None,
+    stride: int | tuple[int, ...] | None = None,
     padding: Any = "valid",
     count_include_pad: bool = False,
     name: str = "avg_pool",
 ) -> Layer:
-    """Average pooling: the mean of each ``(kh, kw)`` window.
+    """Average pooling: the mean of each window.
 
-    ``stride`` defaults to ``window``; padding as in :func:`fnn.layers.conv2d`.
+    ``stride`` defaults to ``window``; padding as in :func:`fnn.layers.conv`.
     With padding, the mean is over the window's real inputs only (as
-    TensorFlow's ``"SAME"``), unless ``count_include_pad=True`` (divide by
-    ``kh * kw``, padded zeros included). Backward: each window's cotangent is
+    TensorFlow's ``"SAME"``), unless ``count_include_pad=True`` (divide by the
+    window's size, padded zeros included). Backward: each window's cotangent is
     spread evenly over the inputs it averaged.
 
     >>> import numpy as np, fnn
@@ -221,23 +158,31 @@ def avg_pool(
 def _global_avg_pool() -> Layer:
     name = "global_avg_pool"
 
+    def check(shape):
+        if len(shape) < 3:
+            raise LayerError(name, f"expected an input (batch, *spatial, channels), got shape {shape}")
+        return win.check_input(name, shape, len(shape) - 2)
+
     def out_shape(shape):
-        n, _, _, c = im.check_nhwc(name, shape)
-        return (n, c)
+        shape = check(tuple(shape))
+        return (shape[0], shape[-1])
 
     def fwd(params, state, x, key, train):
-        if isinstance(x, (tuple, list)):
-            raise LayerError(name, f"expected a single array, got a tuple of {len(x)} inputs")
-        im.check_nhwc(name, tuple(np.shape(x)))
-        return backend.namespace(x).mean(x, axis=(1, 2)), state, x
+        check(tuple(np.shape(expect_single(name, x))))
+        return backend.namespace(x).mean(x, axis=tuple(range(1, x.ndim - 1))), state, x
 
     def bwd(params, x, dy):
         xp = backend.namespace(x, dy)
-        n, h, w, c = x.shape
-        return {}, xp.broadcast_to((dy / (h * w))[:, None, None, :], (n, h, w, c))
+        area = int(np.prod(x.shape[1:-1]))
+        return {}, xp.broadcast_to((dy / area).reshape(dy.shape[0], *(1,) * (x.ndim - 2), dy.shape[1]), x.shape)
 
     return Layer(
-        name, _no_params, out_shape, fwd, bwd, doc="Mean over height and width: (N, H, W, C) -> (N, C); backward spreads dy / (H*W)."
+        name,
+        no_params,
+        out_shape,
+        fwd,
+        bwd,
+        doc="Mean over the spatial axes: (N, *spatial, C) -> (N, C); backward spreads dy / (spatial entries).",
     )
 
 
