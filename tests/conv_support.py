@@ -1,12 +1,9 @@
 """Helpers shared by the conv, pooling, normalisation, dropout and model tests
 (this module holds no tests of its own).
 
-:func:`check_gradients` is the one gradient check they all use: the layer's
-hand-written backward on NumPy against ``jax.grad`` and central finite
-differences (``fnn.gradcheck.check_layer``, float64), then the same rule on
-the JAX backend, jit-compiled, against that same ``jax.grad`` -- together with
-the forward output and new state of both backends. One ``jax.grad`` and one
-compilation per check keep the suite fast on a small CPU.
+:func:`check_gradients` (from :mod:`tests.helpers`) is the one gradient
+check they all use; :func:`jitted` compiles a layer's rules for checks that
+call them directly.
 """
 
 from __future__ import annotations
@@ -17,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import fnn
-from tests.helpers import TOL, on_backend  # noqa: F401  (re-exported for the conv-family tests)
+from tests.helpers import TOL, check_gradients, on_backend  # noqa: F401  (re-exported for the conv-family tests)
 
 
 def is_jax(*trees) -> bool:
@@ -43,48 +40,3 @@ def jitted(layer: fnn.Layer) -> fnn.Layer:
         return (bwd_jit if is_jax(params, residuals, dy) else bwd_plain)(params, residuals, dy)
 
     return layer.replace(fwd=fwd, bwd=bwd)
-
-
-def check_gradients(layer, params, state, x, *, key=None, train=False, max_entries=None, seed=0, tol=TOL):
-    """The layer's manual backward against ``jax.grad`` and finite differences.
-
-    On NumPy float64 arrays, ``fnn.gradcheck.check_layer`` computes the manual
-    gradients and the central differences of ``sum(y * cot)``; one jit-compiled
-    function then computes ``jax.grad`` of the same scalar and the manual rule
-    on the JAX backend. Asserts that the forward output and new state agree on
-    both backends and that every gradient agrees within ``tol``.
-
-    Returns ``{"autodiff": e1, "numeric": e2, "jax_manual": e3}``: the worst
-    relative errors of the NumPy manual gradients against ``jax.grad`` and the
-    differences, and of the JAX manual gradients against ``jax.grad``.
-    """
-    params, state, x = (fnn.backend.tree_cast(on_backend(t, "numpy"), np.float64) for t in (params, state, x))
-    y, new_state, _ = layer.fwd(params, state, x, key=key, train=train)
-    cot = np.random.default_rng(seed + 1).standard_normal(np.shape(y))
-    report = fnn.gradcheck.check_layer(
-        layer, params, state, x, key=key, train=train, cotangent=cot, max_entries=max_entries, seed=seed, methods=("numeric",)
-    )
-
-    @jax.jit
-    def on_jax(params, state, x, cot):
-        y, new_state, residuals = layer.fwd(params, state, x, key=key, train=train)
-        dparams, dx = layer.bwd(params, residuals, cot)
-
-        def scalar(inputs):
-            out, _ = layer.apply(inputs["params"], state, inputs["x"], key=key, train=train)
-            return jnp.sum(out * cot)
-
-        autodiff = jax.grad(scalar)({"params": params, "x": x})
-        return y, new_state, {"params": dparams, "x": dx}, autodiff
-
-    y_j, state_j, manual_j, autodiff = fnn.backend.to_numpy(on_jax(*on_backend((params, state, x, cot), "jax")))
-    for a, b in zip(jax.tree.leaves((y, new_state)), jax.tree.leaves((y_j, state_j))):
-        np.testing.assert_allclose(b, np.asarray(a), rtol=1e-11, atol=1e-11)
-    report.grads["autodiff"] = autodiff
-    errors = {
-        "autodiff": report.max_error("manual", "autodiff"),
-        "numeric": report.max_error("manual", "numeric"),
-        "jax_manual": max(fnn.gradcheck.compare(manual_j, autodiff).values(), default=0.0),
-    }
-    assert all(e < tol for e in errors.values()), f"{layer.name}: {errors}\n{report}"
-    return errors

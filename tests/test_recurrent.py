@@ -11,7 +11,7 @@ import pytest
 import fnn
 from fnn import backend
 from fnn import layers as L
-from tests.helpers import TOL, on_backend
+from tests.helpers import TOL, check_gradients, on_backend
 
 B, T, F, H = 2, 4, 3, 3
 CELLS = ("rnn", "lstm", "gru")
@@ -48,23 +48,8 @@ def inputs(kind, seed=0, t=T, mask=True, initial=True):
 
 
 def gradcheck(layer, params, state, inp):
-    """fnn.gradcheck.check_layer (manual vs finite differences, NumPy float64)
-    with the jax.grad column computed under jit: the same comparison as
-    check_layer's own autodiff, without tracing the scans op by op."""
-    y, _ = layer.apply(params, state, inp)
-    rng = np.random.default_rng(1)
-    cotangent = backend.tree_map(lambda a: rng.standard_normal(np.shape(a)), y)
-    report = fnn.gradcheck.check_layer(layer, params, state, inp, cotangent=cotangent, methods=("numeric",))
-
-    def scalar(p, x):
-        out, _ = layer.apply(p, state, x)
-        return sum(jnp.sum(o * c) for o, c in zip(backend.tree_leaves(out), backend.tree_leaves(cotangent)))
-
-    dparams, dx = jax.jit(jax.grad(scalar, argnums=(0, 1)))(on_backend(params, "jax"), on_backend(inp, "jax"))
-    report.grads["autodiff"] = backend.to_numpy({"params": dparams, "x": dx})
-    assert report.max_error("manual", "autodiff") < TOL, report
-    assert report.max_error("manual", "numeric") < TOL, report
-    return report
+    """The suite's gradient check (manual vs jax.grad vs finite differences, both backends)."""
+    return check_gradients(layer, params, state, inp)
 
 
 # --------------------------------------------------------------------------- #
@@ -148,7 +133,7 @@ def test_gradients(kind, return_sequences, masked):
     layer = make(kind, return_sequences=return_sequences)
     params, state = params64(layer, (B, T, F))
     inp = inputs(kind, mask=masked, initial=masked)
-    manual = gradcheck(layer, params, state, inp).grads["manual"]
+    manual = gradcheck(layer, params, state, inp).report.grads["manual"]
     if masked:
         assert sorted(manual["x"]) == sorted(inp)
         if not return_sequences:  # (a sequence output passes the mask on, and its cotangent back)
