@@ -11,7 +11,7 @@ import pytest
 import fnn
 from fnn import backend
 from fnn import layers as L
-from tests.helpers import TOL, check_gradients, on_backend
+from tests.helpers import check_gradients, on_backend
 
 B, T, F, H = 2, 4, 3, 3
 CELLS = ("rnn", "lstm", "gru")
