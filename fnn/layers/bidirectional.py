@@ -118,7 +118,8 @@ def bidirectional(rnn_layer: Layer, *, name: str = "bidirectional") -> Layer:
             raise LayerError(name, f"expected x of shape (batch, time, features), got shape {tuple(np.shape(x))}")
         xp = backend.namespace(x, mask, params)
         if mask is not None and tuple(np.shape(mask)) != tuple(np.shape(x))[:2]:
-            raise LayerError(name, f"mask has shape {tuple(np.shape(mask))}; expected (batch, time) = {np.shape(x)[:2]}")
+            expected = tuple(np.shape(x))[:2]
+            raise LayerError(name, f"mask has shape {tuple(np.shape(mask))}; expected (batch, time) = {expected}")
         order = None if mask is None else _reversal(xp, xp.asarray(mask), np.shape(x)[1])
         x_rev = _reverse(xp, x, order)
         run_inputs = {"forward": inputs, "backward": x_rev if keys is None else {**inputs, "x": x_rev}}
@@ -161,4 +162,4 @@ def bidirectional(rnn_layer: Layer, *, name: str = "bidirectional") -> Layer:
             dinputs["mask"] = _mask_cotangent(xp, residuals["mask"], dmask_out)
         return grads, dinputs
 
-    return Layer(name, init, out_shape, fwd, bwd)
+    return Layer(name, init, out_shape, fwd, bwd, sublayers=lambda shape: [(run, rnn_layer, shape) for run in _RUNS])

@@ -23,7 +23,15 @@ from typing import Any
 import numpy as np
 
 from fnn import backend, initializers
-from fnn.core import Layer, LayerError, check_param_shapes, check_positive_int, expect_single, is_multi_shape, layer_factory
+from fnn.core import (
+    Layer,
+    LayerError,
+    check_param_shapes,
+    check_positive_int,
+    expect_single,
+    is_multi_shape,
+    layer_factory,
+)
 from fnn.kernels.scatter import scatter_add_rows
 
 __all__ = ["embedding"]
@@ -53,8 +61,10 @@ def embedding(
     Ids must have an integer dtype (float ids are refused, as by PyTorch and
     Flax). When their values can be read (NumPy arrays, JAX arrays outside
     ``jit``), an id outside ``[0, num_embeddings)`` is refused with an error
-    naming it; under ``jit`` they cannot be read, and ``jax.numpy.take`` gives
-    NaN rows for ids out of range.
+    naming it; under ``jit`` they cannot be read: ``jax.numpy.take`` then gives
+    NaN rows for ids ``>= num_embeddings`` and counts negative ids from the end
+    (as NumPy indexing does); the backward matches it (a negative id's
+    cotangent goes to the row it read, that of an id ``>= num_embeddings`` is dropped).
 
     Backward: ``dw`` is the scatter-add of ``dy`` into the rows used (module
     docstring); the ids' cotangent is ``None``.

@@ -316,7 +316,8 @@ def group_norm(num_groups: int, *, eps: float = 1e-5, name: str = "group_norm") 
         shape = _check_input(name, shape)
         if shape[-1] % num_groups:
             raise LayerError(
-                name, f"the channel count {shape[-1]} (last axis of {shape}) is not divisible by num_groups={num_groups}"
+                name,
+                f"the channel count {shape[-1]} (last axis of {shape}) is not divisible by num_groups={num_groups}",
             )
         return shape
 

@@ -35,7 +35,8 @@ def sinusoidal_positions(*, max_wavelength: float = 10000.0, name: str = "sinuso
     array([[[0.    , 1.    ],
             [0.8415, 0.5403]]])
     """
-    if not (isinstance(max_wavelength, (int, float, np.floating)) and np.isfinite(max_wavelength) and max_wavelength > 0):
+    number = isinstance(max_wavelength, (int, float, np.floating)) and not isinstance(max_wavelength, bool)
+    if not (number and np.isfinite(max_wavelength) and max_wavelength > 0):
         raise ValueError(f"{name}: max_wavelength must be a positive finite number; got {max_wavelength!r}")
 
     def out_shape(shape):
