@@ -97,6 +97,20 @@ def test_embedding_refuses_float_and_out_of_range_ids(backend_name, key):
         L.embedding(7, 2.5)
 
 
+def test_embedding_matches_pytorch(rng):
+    torch = pytest.importorskip("torch")
+    w, cot = rng.standard_normal((7, 5)), rng.standard_normal((2, 3, 5))
+    table = torch.nn.Embedding(7, 5).double()
+    with torch.no_grad():
+        table.weight.copy_(torch.from_numpy(w))
+    out = table(torch.from_numpy(IDS))
+    (out * torch.from_numpy(cot)).sum().backward()
+    layer = L.embedding(7, 5)
+    y, _, res = layer.fwd({"w": w}, {}, IDS)
+    np.testing.assert_array_equal(y, out.detach().numpy())
+    np.testing.assert_allclose(layer.bwd({"w": w}, res, cot)[0]["w"], table.weight.grad.numpy(), rtol=1e-14, atol=1e-14)
+
+
 def test_embedding_under_jit_cannot_read_its_ids_and_still_runs():
     layer = L.embedding(7, 5)
     params, state = layer.init(jax.random.key(0), (2, 3))
@@ -319,6 +333,29 @@ def test_stacked_bidirectional_layers_pass_the_mask_manual_equals_autodiff(rng):
     (la, _), auto = jax.jit(fnn.value_and_grad(model, loss, "autodiff"))(params, state, inputs, labels)
     np.testing.assert_allclose(lm, la, rtol=1e-12)
     fnn.gradcheck.assert_close(manual, auto, tol=1e-10)
+
+
+def test_bidirectional_lstm_matches_pytorch_on_packed_sequences(rng):
+    torch = pytest.importorskip("torch")
+    layer = L.bidirectional(L.lstm(4, return_sequences=True))
+    params, state = init64(layer, "numpy", (None, 5, 3))
+    net = torch.nn.LSTM(3, 4, batch_first=True, bidirectional=True).double()  # gates i, f, g, o as fnn's
+    with torch.no_grad():
+        for run, suffix in (("forward", ""), ("backward", "_reverse")):
+            getattr(net, f"weight_ih_l0{suffix}").copy_(torch.from_numpy(params[run]["w_x"].T.copy()))
+            getattr(net, f"weight_hh_l0{suffix}").copy_(torch.from_numpy(params[run]["w_h"].T.copy()))
+            getattr(net, f"bias_ih_l0{suffix}").copy_(torch.from_numpy(params[run]["b"]))
+            getattr(net, f"bias_hh_l0{suffix}").zero_()
+    x = rng.standard_normal((2, 5, 3))
+    packed = torch.nn.utils.rnn.pack_padded_sequence(
+        torch.from_numpy(x), torch.from_numpy(MASK.sum(axis=1)), batch_first=True, enforce_sorted=False
+    )
+    out, (h_n, _) = net(packed)
+    out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=5)
+    y, _ = layer.apply(params, state, {"x": x, "mask": MASK})
+    np.testing.assert_allclose(y["x"], out.detach().numpy(), rtol=1e-10, atol=1e-12)
+    last, _ = L.bidirectional(L.lstm(4)).apply(params, state, {"x": x, "mask": MASK})
+    np.testing.assert_allclose(last, torch.cat([h_n[0], h_n[1]], -1).detach().numpy(), rtol=1e-10, atol=1e-12)
 
 
 def test_bidirectional_errors():
