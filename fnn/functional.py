@@ -18,6 +18,7 @@ import numpy as np
 
 from fnn.backend import namespace
 from fnn.kernels.relu import relu_select
+from fnn.kernels.special import erf
 
 Array = Any
 
@@ -37,6 +38,10 @@ __all__ = [
     "softplus",
     "step",
     "tanh",
+    # sequence layers' functions
+    "gelu_exact",
+    "silu",
+    "sinusoidal_table",
 ]
 
 
@@ -111,6 +116,58 @@ def gelu(x: Array) -> Array:
     (the default of ``jax.nn.gelu``)."""
     xp = namespace(x)
     return 0.5 * x * (1.0 + xp.tanh(_GELU_C * (x + _GELU_A * x**3)))
+
+
+# --------------------------------------------------------------------------- #
+# Sequence layers' functions: silu, gelu_exact, the sinusoidal position table
+# --------------------------------------------------------------------------- #
+
+_SQRT_HALF = math.sqrt(0.5)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def silu(x: Array) -> Array:
+    """SiLU (swish): ``x * sigmoid(x)``."""
+    return x * sigmoid(x)
+
+
+def d_silu(x: Array) -> Array:
+    """silu'(x) = ``s (1 + x (1 - s))`` with ``s = sigmoid(x)``."""
+    s = sigmoid(x)
+    return s * (1.0 + x * (1.0 - s))
+
+
+def gelu_exact(x: Array) -> Array:
+    """GELU, exact form: ``x * Phi(x) = 0.5 x (1 + erf(x / sqrt(2)))`` (``jax.nn.gelu(x,
+    approximate=False)``; :func:`gelu` is the tanh form). ``erf`` is
+    :func:`fnn.kernels.special.erf` (exact to float64 on NumPy)."""
+    return 0.5 * x * (1.0 + erf(x * _SQRT_HALF))
+
+
+def d_gelu_exact(x: Array) -> Array:
+    """gelu_exact'(x) = ``Phi(x) + x phi(x)``, ``phi(x) = exp(-x^2 / 2) / sqrt(2 pi)``."""
+    xp = namespace(x)
+    return 0.5 * (1.0 + erf(x * _SQRT_HALF)) + x * xp.exp(-0.5 * x * x) * _INV_SQRT_2PI
+
+
+def sinusoidal_table(time: int, features: int, max_wavelength: float = 10000.0) -> np.ndarray:
+    """The position encoding of "Attention is all you need" (Vaswani et al., 2017),
+    a float64 NumPy array ``(time, features)`` (``features`` even)::
+
+        table[t, 2i]     = sin(t / max_wavelength ** (2i / features))
+        table[t, 2i + 1] = cos(t / max_wavelength ** (2i / features))
+
+    >>> np.round(sinusoidal_table(2, 4), 4)
+    array([[0.    , 1.    , 0.    , 1.    ],
+           [0.8415, 0.5403, 0.01  , 1.    ]])
+    """
+    if features % 2:
+        raise ValueError(f"sinusoidal_table: features must be even (sin and cos pairs); got {features}")
+    rates = float(max_wavelength) ** (-np.arange(0, features, 2, dtype=np.float64) / features)
+    angles = np.arange(time, dtype=np.float64)[:, None] * rates[None, :]
+    table = np.empty((time, features))
+    table[:, 0::2], table[:, 1::2] = np.sin(angles), np.cos(angles)
+    return table
 
 
 def logsumexp(x: Array, axis: int = -1, keepdims: bool = False) -> Array:

@@ -111,6 +111,33 @@ def _sigmoids(rng: np.random.Generator, shape: tuple) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-rng.standard_normal(shape)))
 
 
+def with_fixed_ids(layer: Layer, ids: np.ndarray) -> Layer:
+    """``x -> layer(ids) + x``: a layer of integer ids (``embedding``) as a layer
+    of a float input of its output's shape, so that :func:`fnn.gradcheck.check_layer`
+    (which differentiates its input in float64) checks the params' gradient."""
+
+    def init(key, shape, dtype):
+        return layer.init(key, ids.shape, dtype=dtype)
+
+    def fwd(params, state, x, key, train):
+        i = ids if backend.namespace(x) is np else backend.jnp.asarray(ids)
+        y, new_state, residuals = layer.fwd(params, state, i, key=key, train=train)
+        return y + x, new_state, residuals
+
+    def bwd(params, residuals, dy):
+        return layer.bwd(params, residuals, dy)[0], dy
+
+    return Layer(layer.name, init, lambda shape: shape, fwd, bwd)
+
+
+_IDS = np.array([[1, 4, 1], [6, 0, 4]])  # (batch 2, time 3), repeated ids, rows 2, 3 and 5 unused
+_LENGTHS_MASK = np.array([[True, True, True, False, False], [True] * 5])
+
+
+def _masked(rng: np.random.Generator, shape: tuple) -> dict:
+    return {"x": _away_from_kinks(rng, shape), "mask": _LENGTHS_MASK}
+
+
 # fmt: off
 CASES: list[Case] = [
     # dense, activations, reshapes
@@ -170,6 +197,17 @@ CASES: list[Case] = [
     Case("cross_entropy", lambda: loss_as_layer(losses.cross_entropy(), _LABELS), (4, 4), inputs=_probabilities),
     Case("binary_cross_entropy", lambda: loss_as_layer(losses.binary_cross_entropy(), _BINARY), (4, 1),
          inputs=_sigmoids),
+    # sequence layers
+    Case("embedding", lambda: with_fixed_ids(L.embedding(7, 5), _IDS), (2, 3, 5)),
+    Case("rms_norm", lambda: L.rms_norm(), (2, 3, 5)),
+    Case("group_norm", lambda: L.group_norm(3), (2, 3, 4, 6)),
+    Case("silu", lambda: L.silu, (2, 3, 5)),
+    Case("gelu_exact", lambda: L.gelu_exact, (2, 3, 5)),
+    Case("sinusoidal_positions", lambda: L.sinusoidal_positions(), (2, 3, 6)),
+    Case("bidirectional lstm (sequences)", lambda: L.bidirectional(L.lstm(4, return_sequences=True)), (2, 5, 3)),
+    Case("bidirectional gru", lambda: L.bidirectional(L.gru(4)), (2, 5, 3)),
+    Case("bidirectional lstm (mask)", lambda: L.bidirectional(L.lstm(4, return_sequences=True)), (2, 5, 3),
+         inputs=_masked),
 ]
 # fmt: on
 

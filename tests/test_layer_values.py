@@ -46,6 +46,13 @@ FACTORIES = {
     "resnet": (lambda: models.resnet(), lambda: models.resnet(num_classes=3)),
     "manual_vjp": (lambda: fnn.manual_vjp(L.dense(3)), lambda: fnn.manual_vjp(L.dense(4))),
     "policy": (lambda: fnn.precision.policy(L.dense(3)), lambda: fnn.precision.policy(L.dense(3), compute="float16")),
+    # sequence layers
+    "embedding": (lambda: L.embedding(10, 4), lambda: L.embedding(10, 5)),
+    "embedding init": (lambda: L.embedding(10, 4, w_init=I.normal(0.5)), lambda: L.embedding(10, 4)),
+    "rms_norm": (lambda: L.rms_norm(eps=1e-5), lambda: L.rms_norm()),
+    "group_norm": (lambda: L.group_norm(2), lambda: L.group_norm(4)),
+    "bidirectional": (lambda: L.bidirectional(L.lstm(3)), lambda: L.bidirectional(L.gru(3))),
+    "sinusoidal_positions": (lambda: L.sinusoidal_positions(), lambda: L.sinusoidal_positions(max_wavelength=100.0)),
 }
 
 

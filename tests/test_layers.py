@@ -244,7 +244,8 @@ def test_input_grad_false_skips_only_the_model_inputs_cotangent():
                                @ params["dense"]["w"].T)
 
 
-NAN_ACTIVATIONS = ["identity", "step", "sigmoid", "tanh", "relu", "gelu", "softplus", "softmax", "log_softmax"]
+NAN_ACTIVATIONS = ["identity", "step", "sigmoid", "tanh", "relu", "gelu", "softplus", "softmax", "log_softmax",
+                   "silu", "gelu_exact"]
 
 
 @pytest.mark.parametrize("xp", [np, jnp], ids=["numpy", "jax"])

@@ -25,6 +25,13 @@ from fnn.layers.pooling import avg_pool, global_avg_pool, max_pool
 from fnn.layers.reshape import flatten, reshape
 from fnn.layers.recurrent import gru, lstm, rnn
 
+# sequence layers
+from fnn.layers.activations import gelu_exact, silu
+from fnn.layers.bidirectional import bidirectional
+from fnn.layers.embedding import embedding
+from fnn.layers.normalization import group_norm, rms_norm
+from fnn.layers.positions import sinusoidal_positions
+
 __all__ = [
     "dense",
     "conv",
@@ -61,4 +68,12 @@ __all__ = [
     "fan_out",
     "fan_in_sum",
     "fan_in_concat",
+    # sequence layers
+    "embedding",
+    "rms_norm",
+    "group_norm",
+    "silu",
+    "gelu_exact",
+    "bidirectional",
+    "sinusoidal_positions",
 ]

@@ -22,12 +22,14 @@ __all__ = [
     "Activation",
     "elu",
     "gelu",
+    "gelu_exact",
     "identity",
     "leaky_relu",
     "log_softmax",
     "prelu",
     "relu",
     "sigmoid",
+    "silu",
     "softmax",
     "softplus",
     "step",
@@ -95,6 +97,8 @@ tanh = _activation("tanh", F.tanh, F.d_tanh, "y")
 relu = _activation("relu", F.relu, None, "y", vjp=relu_select)
 gelu = _activation("gelu", F.gelu, F.d_gelu, "x")
 softplus = _activation("softplus", F.softplus, F.sigmoid, "x")
+silu = _activation("silu", F.silu, F.d_silu, "x")  # x * sigmoid(x); dx = dy * s (1 + x (1 - s))
+gelu_exact = _activation("gelu_exact", F.gelu_exact, F.d_gelu_exact, "x")  # dx = dy * (Phi(x) + x phi(x))
 
 
 @layer_factory

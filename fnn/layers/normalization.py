@@ -1,5 +1,5 @@
-"""Normalisation layers: ``batch_norm`` and ``layer_norm``, each with the full
-hand-written backward rule.
+"""Normalisation layers: ``batch_norm``, ``layer_norm``, ``group_norm`` and
+``rms_norm``, each with the full hand-written backward rule.
 
 Both compute, over a set of ``M`` entries that share statistics,
 
@@ -14,6 +14,10 @@ in train mode, layer norm always), the backward pass through them is
     dscale = sum(dy * x_hat),   dbias = sum(dy)      (summed over the batch)
 
 With fixed statistics (batch norm in eval mode) ``dx = dx_hat / sqrt(var + eps)``.
+``group_norm`` is the same with ``M`` the spatial positions times the ``C/G``
+channels of a group, per example. ``rms_norm`` does not centre (``mu = 0``,
+``var = mean(x^2)``, no bias), so the ``mean(dx_hat)`` term drops out:
+``dx = (dx_hat - x_hat * mean(dx_hat * x_hat)) / sqrt(mean(x^2) + eps)``.
 The variance is the two-pass ``mean((x - mu)^2)`` clamped at 0, and all
 statistics are reduced in at least float32 (half-precision inputs are upcast).
 """
@@ -25,9 +29,18 @@ from typing import Any
 import numpy as np
 
 from fnn import backend, initializers
-from fnn.core import Layer, LayerError, check_keys, check_param_shapes, expect_single, is_multi_shape, layer_factory
+from fnn.core import (
+    Layer,
+    LayerError,
+    check_keys,
+    check_param_shapes,
+    check_positive_int,
+    expect_single,
+    is_multi_shape,
+    layer_factory,
+)
 
-__all__ = ["batch_norm", "layer_norm"]
+__all__ = ["batch_norm", "group_norm", "layer_norm", "rms_norm"]
 
 Array = Any
 
@@ -73,10 +86,15 @@ def _normalize(xp, x: Array, axes: tuple[int, ...], eps: float) -> tuple[Array, 
     return centred * inv, inv, mean, var
 
 
-def _batch_stats_bwd(xp, x_hat: Array, inv: Array, dx_hat: Array, axes: tuple[int, ...]) -> Array:
-    """dx through the batch statistics (see the module docstring)."""
-    m1 = xp.mean(dx_hat, axis=axes, keepdims=True)
+def _batch_stats_bwd(
+    xp, x_hat: Array, inv: Array, dx_hat: Array, axes: tuple[int, ...], *, centred: bool = True
+) -> Array:
+    """dx through the batch statistics (see the module docstring); ``centred=False``
+    for statistics without a mean (``rms_norm``)."""
     m2 = xp.mean(dx_hat * x_hat, axis=axes, keepdims=True)
+    if not centred:
+        return (dx_hat - x_hat * m2) * inv
+    m1 = xp.mean(dx_hat, axis=axes, keepdims=True)
     return (dx_hat - m1 - x_hat * m2) * inv
 
 
@@ -211,3 +229,121 @@ def layer_norm(*, eps: float = 1e-5, name: str = "layer_norm") -> Layer:
         return grads, dx.astype(dy.dtype)
 
     return Layer(name, init, lambda shape: _check_input(name, shape), fwd, bwd)
+
+
+def _param_grads(xp, params: dict, dyc: Array, x_hat: Array, with_bias: bool) -> dict:
+    """``dscale = sum(dy * x_hat)`` (and ``dbias = sum(dy)``) over every axis but the last."""
+    axes = tuple(range(dyc.ndim - 1))
+    grads = {"scale": xp.sum(dyc * x_hat, axis=axes).astype(params["scale"].dtype)}
+    if with_bias:
+        grads["bias"] = xp.sum(dyc, axis=axes).astype(params["bias"].dtype)
+    return grads
+
+
+@layer_factory
+def rms_norm(*, eps: float = 1e-6, name: str = "rms_norm") -> Layer:
+    """Root-mean-square normalisation over the last axis (Zhang & Sennrich, 2019)::
+
+        y = x / sqrt(mean(x^2, -1) + eps) * scale
+
+    No centring and no bias. Params ``{"scale": (C,)}`` start at 1; no state;
+    statistics in at least float32. Backward, with ``r = 1 / sqrt(mean(x^2) + eps)``
+    and ``x_hat = x * r``: ``dx_hat = dy * scale``,
+    ``dx = r * (dx_hat - x_hat * mean(dx_hat * x_hat, -1))``,
+    ``dscale = sum(dy * x_hat)`` over every axis but the last.
+
+    >>> import numpy as np, fnn
+    >>> norm = fnn.layers.rms_norm()
+    >>> params, _ = norm.init(np.random.default_rng(0), (None, 2))
+    >>> np.round(norm.apply(params, {}, np.array([[3.0, 4.0]]))[0], 4)  # [3, 4] / sqrt(12.5)
+    array([[0.8485, 1.1314]])
+    """
+    eps = _check_eps(name, eps)
+
+    def init(key, shape, dtype):
+        c = _check_input(name, shape)[-1]
+        return {"scale": initializers.ones(key, (c,), dtype)}, {}
+
+    def fwd(params, state, x, key, train):
+        expect_single(name, x)
+        c = _check_input(name, tuple(np.shape(x)))[-1]
+        check_param_shapes(name, params, {"scale": (c,)})
+        xp = backend.namespace(x, params)
+        xc = x.astype(_compute_dtype(x.dtype))
+        inv = 1.0 / xp.sqrt(xp.mean(xc * xc, axis=-1, keepdims=True) + eps)
+        x_hat = xc * inv
+        y = x_hat * _as_row(params["scale"], x.ndim, xc.dtype)
+        return y.astype(x.dtype), state, (x_hat, inv)
+
+    def bwd(params, residuals, dy):
+        x_hat, inv = residuals
+        xp = backend.namespace(x_hat, dy)
+        dyc = dy.astype(x_hat.dtype)
+        dx_hat = dyc * _as_row(params["scale"], dy.ndim, x_hat.dtype)
+        dx = _batch_stats_bwd(xp, x_hat, inv, dx_hat, (dy.ndim - 1,), centred=False)
+        return _param_grads(xp, params, dyc, x_hat, with_bias=False), dx.astype(dy.dtype)
+
+    return Layer(name, init, lambda shape: _check_input(name, shape), fwd, bwd)
+
+
+@layer_factory
+def group_norm(num_groups: int, *, eps: float = 1e-5, name: str = "group_norm") -> Layer:
+    """Group normalisation (Wu & He, 2018) of channels-last inputs ``(N, *spatial, C)``.
+
+    The ``C`` channels are split into ``num_groups`` groups of ``C / G``
+    consecutive channels; each example's group is normalised with the mean and
+    biased variance over its spatial positions and its ``C / G`` channels, then
+    ``y = scale * x_hat + bias`` per channel. ``num_groups = 1`` normalises each
+    example over everything (like ``layer_norm`` over all non-batch axes);
+    ``num_groups = C`` is instance normalisation. The same in train and eval
+    mode; no state. Matches ``torch.nn.GroupNorm`` on the channels-first layout.
+
+    Params ``{"scale": (C,), "bias": (C,)}`` start at 1 and 0. Backward: the
+    full formula through the per-group statistics (module docstring) with
+    ``M = spatial size * C / G``; ``dscale``, ``dbias`` summed over every axis
+    but the last.
+
+    >>> import numpy as np, fnn
+    >>> norm = fnn.layers.group_norm(2)
+    >>> params, _ = norm.init(np.random.default_rng(0), (None, 4))
+    >>> np.round(norm.apply(params, {}, np.array([[1.0, 3.0, 10.0, 20.0]]))[0], 3)
+    array([[-1.,  1., -1.,  1.]])
+    """
+    num_groups = check_positive_int(name, "num_groups", num_groups)
+    eps = _check_eps(name, eps)
+
+    def check(shape):
+        shape = _check_input(name, shape)
+        if shape[-1] % num_groups:
+            raise LayerError(
+                name,
+                f"the channel count {shape[-1]} (last axis of {shape}) is not divisible by num_groups={num_groups}",
+            )
+        return shape
+
+    def init(key, shape, dtype):
+        return _scale_bias_init(key, check(shape), dtype), {}
+
+    def grouped(x: Array) -> Array:  # (N, *spatial, C) -> (N, S, G, C/G)
+        return x.reshape(x.shape[0], -1, num_groups, x.shape[-1] // num_groups)
+
+    def fwd(params, state, x, key, train):
+        expect_single(name, x)
+        c = check(tuple(np.shape(x)))[-1]
+        check_param_shapes(name, params, {"scale": (c,), "bias": (c,)})
+        xp = backend.namespace(x, params)
+        ct = _compute_dtype(x.dtype)
+        x_hat, inv, _, _ = _normalize(xp, grouped(x.astype(ct)), (1, 3), eps)
+        x_hat = x_hat.reshape(x.shape)
+        y = _as_row(params["scale"], x.ndim, ct) * x_hat + _as_row(params["bias"], x.ndim, ct)
+        return y.astype(x.dtype), state, (x_hat, inv)
+
+    def bwd(params, residuals, dy):
+        x_hat, inv = residuals
+        xp = backend.namespace(x_hat, dy)
+        dyc = dy.astype(x_hat.dtype)
+        dx_hat = dyc * _as_row(params["scale"], dy.ndim, x_hat.dtype)
+        dx = _batch_stats_bwd(xp, grouped(x_hat), inv, grouped(dx_hat), (1, 3)).reshape(dy.shape)
+        return _param_grads(xp, params, dyc, x_hat, with_bias=True), dx.astype(dy.dtype)
+
+    return Layer(name, init, lambda shape: check(shape), fwd, bwd)
