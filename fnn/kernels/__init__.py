@@ -16,3 +16,5 @@ NumPy arrays always take the NumPy form of a kernel; the backend follows the
 arrays, as everywhere in fnn. Layers never branch on the backend themselves:
 they call a kernel.
 """
+
+from fnn.kernels.optim import OPTIMIZER_IMPLEMENTATIONS, adam_update, add_updates, scale_updates

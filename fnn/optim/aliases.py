@@ -14,21 +14,22 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
+from fnn import backend
+from fnn.kernels.optim import adam_update
 from fnn.optim.base import (
     GradientTransformation,
     Schedule,
     chain,
+    check_chain_state,
     check_learning_rate,
     check_number,
     check_trees_match,
+    safe_increment,
 )
-from fnn.optim.learning_rate import LearningRateState, advance, scale_by_learning_rate
+from fnn.optim.learning_rate import advance, scale_by_learning_rate
 from fnn.optim.masking import Mask
 from fnn.optim.transforms import (
     ScaleByAdamState,
-    adam_numpy,
     scale_by_adagrad,
     scale_by_adam,
     scale_by_rms,
@@ -156,9 +157,13 @@ def adam(
         v_hat = v / (1 - b2**t)
         update = -lr * m_hat / (sqrt(v_hat) + eps)
 
-    The state is ``chain(scale_by_adam, scale_by_learning_rate)``'s. On NumPy
-    arrays the whole update runs as one fused kernel per leaf, the learning
-    rate folded in (same formula, fewer passes over memory).
+    The state is ``chain(scale_by_adam, scale_by_learning_rate)``'s, and so
+    are the numbers; but rather than run those two transforms one after the
+    other, ``update`` calls Adam's kernel (:func:`fnn.kernels.adam_update`)
+    once with ``scale=-lr``: on NumPy arrays the learning rate is then folded
+    into the kernel's one in-place pass per leaf instead of costing a second
+    pass over every update (the plain form, on JAX, multiplies by it exactly
+    as ``scale_by_learning_rate`` does).
 
     Args:
         learning_rate: a finite number >= 0, or a schedule.
@@ -176,34 +181,26 @@ def adam(
         array([-0.001,  0.001, -0.001])
     """
     b1, b2, eps = _check_adam("adam", learning_rate, b1, b2, eps)
-    inner = chain(scale_by_adam(b1, b2, eps), scale_by_learning_rate(learning_rate), name="adam")
+    chained = chain(scale_by_adam(b1, b2, eps), scale_by_learning_rate(learning_rate), name="adam")
     schedule = learning_rate if callable(learning_rate) else None
 
     def update(grads: PyTree, state: Any, params: PyTree = None):
-        fused = _adam_numpy_fused(grads, state, b1, b2, eps, schedule)
-        return fused if fused is not None else inner.update(grads, state, params)
+        check_chain_state("adam", ("scale_by_adam", "scale_by_learning_rate"), state)
+        adam_state, lr_state = state["scale_by_adam"], state["scale_by_learning_rate"]
+        check_trees_match("scale_by_adam", adam_state.mu, grads, shapes=True)
+        count = safe_increment(adam_state.count)
+        # scale_by_adam then scale_by_learning_rate, as one call of the kernel with scale = -lr
+        updates, mu, nu = adam_update(
+            grads, adam_state.mu, adam_state.nu, count, b1=b1, b2=b2, eps=eps, scale=-lr_state.learning_rate
+        )
+        xp = backend.namespace(grads, lr_state.count, lr_state.learning_rate)
+        new_state = {
+            "scale_by_adam": ScaleByAdamState(count, mu, nu),
+            "scale_by_learning_rate": advance(lr_state, schedule, xp),
+        }
+        return updates, new_state
 
-    return GradientTransformation(inner.init, update, "adam")
-
-
-def _adam_numpy_fused(grads: PyTree, state: Any, b1: float, b2: float, eps: float, schedule: Schedule | None):
-    """``adam``'s update on NumPy with the learning rate folded into Adam's one
-    pass over each leaf: the same state and formula as the chain, less memory
-    traffic. None when the state or the arrays are not that case (JAX arrays,
-    tracers, mixed dtypes): the chain then runs as usual."""
-    if not (isinstance(state, dict) and set(state) == {"scale_by_adam", "scale_by_learning_rate"}):
-        return None
-    adam_state, lr_state = state["scale_by_adam"], state["scale_by_learning_rate"]
-    if not (isinstance(adam_state, ScaleByAdamState) and isinstance(lr_state, LearningRateState)):
-        return None
-    if type(lr_state.learning_rate) is not np.ndarray or type(lr_state.count) is not np.ndarray:
-        return None
-    check_trees_match("scale_by_adam", adam_state.mu, grads, shapes=True)
-    fast = adam_numpy(grads, adam_state, b1, b2, eps, -lr_state.learning_rate)
-    if fast is None:
-        return None
-    updates, adam_state = fast
-    return updates, {"scale_by_adam": adam_state, "scale_by_learning_rate": advance(lr_state, schedule)}
+    return GradientTransformation(chained.init, update, "adam")
 
 
 def adamw(

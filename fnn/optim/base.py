@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from fnn import backend
-from fnn.optim import _numpy
+from fnn.kernels.optim import add_updates
 
 __all__ = [
     "EmptyState",
@@ -131,11 +131,7 @@ def chain(*transforms: Any, name: str = "chain") -> GradientTransformation:
         return {n: t.init(params) for n, t in zip(names, transforms)}
 
     def update(grads: PyTree, state: dict, params: PyTree = None) -> tuple[PyTree, dict]:
-        if not isinstance(state, dict) or set(state) != set(names):
-            got = sorted(state) if isinstance(state, dict) else type(state).__name__
-            raise ValueError(
-                f"{name}: state must be the dict made by this optimizer's init, with keys {sorted(names)}; got {got}"
-            )
+        check_chain_state(name, names, state)
         new_state = {}
         updates = grads
         for n, t in zip(names, transforms):
@@ -145,11 +141,22 @@ def chain(*transforms: Any, name: str = "chain") -> GradientTransformation:
     return GradientTransformation(init, update, name)
 
 
+def check_chain_state(where: str, names: Any, state: Any) -> None:
+    """A chain's state must be the dict its ``init`` made, keyed by ``names``."""
+    if not isinstance(state, dict) or set(state) != set(names):
+        got = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise ValueError(
+            f"{where}: state must be the dict made by this optimizer's init, with keys {sorted(names)}; got {got}"
+        )
+
+
 def apply_updates(params: PyTree, updates: PyTree) -> PyTree:
     """``params + updates`` leaf by leaf, each result cast back to its param's dtype.
 
     A float32 parameter stays float32 even when its update was computed in a
-    wider type. Neither input is modified.
+    wider type. Neither input is modified. The arithmetic is
+    :func:`fnn.kernels.add_updates`'s (one pass per leaf into a fresh array
+    on NumPy).
 
     Example:
         >>> import numpy as np
@@ -159,16 +166,7 @@ def apply_updates(params: PyTree, updates: PyTree) -> PyTree:
         (array([1.5, 0.5], dtype=float32), dtype('float32'))
     """
     check_trees_match("apply_updates", params, updates, "params", "updates")
-    xp = backend.namespace(params, updates)
-    columns = _numpy.float_leaves(params, updates) if xp is np else None
-    if columns is not None:  # one pass per leaf into a fresh (recycled) array
-        return backend.tree_unflatten(backend.tree_structure(params), list(map(_numpy.add_leaf, *columns)))
-
-    def add(p, u):
-        p = xp.asarray(p)
-        return xp.asarray(p + u).astype(p.dtype, copy=False)
-
-    return backend.tree_map(add, params, updates)
+    return add_updates(params, updates)
 
 
 # --------------------------------------------------------------------------- #

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from fnn import backend
-from fnn.optim import _numpy
+from fnn.kernels.optim import scale_updates
 from fnn.optim.base import (
     GradientTransformation,
     Schedule,
@@ -68,14 +68,7 @@ def _scale_by_value(value: float | Schedule, sign: float, state_cls: type, name:
     def update(grads: PyTree, state, params: PyTree = None):
         count, current = state
         xp = backend.namespace(grads, count, current)
-        columns = _numpy.float_leaves(grads) if xp is np else None
-        if columns is not None:
-            factor = sign * current
-            updates = backend.tree_unflatten(
-                backend.tree_structure(grads), [_numpy.scale_leaf(g, factor) for g in columns[0]]
-            )
-        else:
-            updates = tree_map_arrays(xp, lambda g: g * (sign * current).astype(g.dtype, copy=False), grads)
+        updates = scale_updates(grads, sign * current)
         return updates, advance(state, schedule, xp)
 
     return GradientTransformation(init, update, name)
