@@ -77,7 +77,8 @@ def _why_not_numpy(names: tuple[str, ...], trees: tuple[PyTree, ...], scalars: d
             if leaf.dtype.kind != "f":
                 return f"{name} at '{path}' has dtype {leaf.dtype}, not a floating dtype"
             if type(ref) is np.ndarray and (leaf.dtype != ref.dtype or leaf.shape != ref.shape):
-                return f"{name} at '{path}' is {leaf.dtype}{list(leaf.shape)} where {names[0]} is {ref.dtype}{list(ref.shape)}"
+                got, want = f"{leaf.dtype}{list(leaf.shape)}", f"{ref.dtype}{list(ref.shape)}"
+                return f"{name} at '{path}' is {got} where {names[0]} is {want}"
     return "the trees have different numbers of leaves"  # pragma: no cover - callers check the structures first
 
 

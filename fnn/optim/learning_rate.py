@@ -25,7 +25,6 @@ from fnn.optim.base import (
     check_number,
     float_scalar,
     safe_increment,
-    tree_map_arrays,
     zeros_count,
 )
 
