@@ -24,8 +24,10 @@ from fnn.optim.base import (
     check_learning_rate,
     check_number,
     check_trees_match,
+    described,
     safe_increment,
 )
+from fnn.optim.calls import call
 from fnn.optim.learning_rate import advance, scale_by_learning_rate
 from fnn.optim.masking import Mask
 from fnn.optim.transforms import (
@@ -74,8 +76,10 @@ def sgd(learning_rate: float | Schedule, momentum: float = 0.0, nesterov: bool =
     check_learning_rate("sgd", learning_rate)
     momentum = check_number("sgd", "momentum", momentum, low=0.0)
     if momentum == 0:
-        return chain(scale_by_learning_rate(learning_rate), name="sgd")
-    return chain(trace(momentum, nesterov), scale_by_learning_rate(learning_rate), name="sgd")
+        opt = chain(scale_by_learning_rate(learning_rate), name="sgd")
+    else:
+        opt = chain(trace(momentum, nesterov), scale_by_learning_rate(learning_rate), name="sgd")
+    return described(opt, "sgd", learning_rate=learning_rate, momentum=momentum, nesterov=nesterov)
 
 
 def adagrad(
@@ -104,8 +108,9 @@ def adagrad(
     check_learning_rate("adagrad", learning_rate)
     eps = check_number("adagrad", "eps", eps, low=0.0, low_open=True)
     initial_accumulator_value = check_number("adagrad", "initial_accumulator_value", initial_accumulator_value, low=0.0)
-    return chain(
-        scale_by_adagrad(initial_accumulator_value, eps), scale_by_learning_rate(learning_rate), name="adagrad"
+    opt = chain(scale_by_adagrad(initial_accumulator_value, eps), scale_by_learning_rate(learning_rate), name="adagrad")
+    return described(
+        opt, "adagrad", learning_rate=learning_rate, eps=eps, initial_accumulator_value=initial_accumulator_value
     )
 
 
@@ -133,7 +138,8 @@ def rmsprop(learning_rate: float | Schedule, decay: float = 0.9, eps: float = 1e
     check_learning_rate("rmsprop", learning_rate)
     decay = check_number("rmsprop", "decay", decay, low=0.0, high=1.0)
     eps = check_number("rmsprop", "eps", eps, low=0.0, low_open=True)
-    return chain(scale_by_rms(decay, eps), scale_by_learning_rate(learning_rate), name="rmsprop")
+    opt = chain(scale_by_rms(decay, eps), scale_by_learning_rate(learning_rate), name="rmsprop")
+    return described(opt, "rmsprop", learning_rate=learning_rate, decay=decay, eps=eps)
 
 
 def _check_adam(where: str, learning_rate: Any, b1: float, b2: float, eps: float) -> tuple[float, float, float]:
@@ -175,6 +181,8 @@ def adam(
         >>> import numpy as np
         >>> from fnn import optim
         >>> opt = optim.adam(1e-3)
+        >>> opt    # a value: it prints as its call, and adam(1e-3) == adam(1e-3)
+        adam(learning_rate=0.001, b1=0.9, b2=0.999, eps=1e-08)
         >>> state = opt.init({"w": np.zeros(3)})
         >>> updates, state = opt.update({"w": np.array([0.5, -2.0, 4.0])}, state)
         >>> np.round(updates["w"], 6)   # the first step is -lr * sign(g)
@@ -200,7 +208,8 @@ def adam(
         }
         return updates, new_state
 
-    return GradientTransformation(chained.init, update, "adam")
+    built = call("adam", learning_rate=learning_rate, b1=b1, b2=b2, eps=eps)
+    return GradientTransformation(chained.init, update, "adam", built)
 
 
 def adamw(
@@ -241,9 +250,12 @@ def adamw(
     """
     b1, b2, eps = _check_adam("adamw", learning_rate, b1, b2, eps)
     weight_decay = check_number("adamw", "weight_decay", weight_decay, low=0.0)
-    return chain(
+    opt = chain(
         scale_by_adam(b1, b2, eps),
         add_decayed_weights(weight_decay, mask),
         scale_by_learning_rate(learning_rate),
         name="adamw",
+    )
+    return described(
+        opt, "adamw", learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=mask
     )

@@ -18,6 +18,7 @@ import numpy as np
 
 from fnn import backend
 from fnn.kernels.optim import scale_updates
+from fnn.optim.calls import Call, call
 from fnn.optim.base import (
     GradientTransformation,
     Schedule,
@@ -55,7 +56,7 @@ class ScaleByScheduleState(NamedTuple):
     step_size: Array  # default float, 0-d: the factor the next update applies
 
 
-def _scale_by_value(value: float | Schedule, sign: float, state_cls: type, name: str) -> GradientTransformation:
+def _scale_by_value(value: float | Schedule, sign: float, state_cls: type, built: Call) -> GradientTransformation:
     schedule = value if callable(value) else None
 
     def init(params: PyTree):
@@ -70,7 +71,7 @@ def _scale_by_value(value: float | Schedule, sign: float, state_cls: type, name:
         updates = scale_updates(grads, sign * current)
         return updates, advance(state, schedule, xp)
 
-    return GradientTransformation(init, update, name)
+    return GradientTransformation(init, update, built.function, built)
 
 
 def advance(state: LearningRateState | ScaleByScheduleState, schedule: Schedule | None, xp: Any = np):
@@ -102,7 +103,8 @@ def scale_by_learning_rate(learning_rate: float | Schedule) -> GradientTransform
         (array([-0.1,  0.2]), 0.1, 1)
     """
     check_learning_rate("scale_by_learning_rate", learning_rate)
-    return _scale_by_value(learning_rate, -1.0, LearningRateState, "scale_by_learning_rate")
+    built = call("scale_by_learning_rate", learning_rate=learning_rate)
+    return _scale_by_value(learning_rate, -1.0, LearningRateState, built)
 
 
 def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
@@ -123,7 +125,8 @@ def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
     """
     if not callable(step_size_fn):
         raise TypeError(f"scale_by_schedule: step_size_fn must be a schedule (step -> value); got {step_size_fn!r}")
-    return _scale_by_value(step_size_fn, 1.0, ScaleByScheduleState, "scale_by_schedule")
+    built = call("scale_by_schedule", step_size_fn=step_size_fn)
+    return _scale_by_value(step_size_fn, 1.0, ScaleByScheduleState, built)
 
 
 # --------------------------------------------------------------------------- #

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from fnn import backend
 from fnn.kernels.optim import adam_update, scale_updates
+from fnn.optim.calls import call
 from fnn.optim.base import (
     EmptyState,
     GradientTransformation,
@@ -95,7 +96,7 @@ def scale(step_size: float) -> GradientTransformation:
     def update(grads: PyTree, state: EmptyState, params: PyTree = None):
         return scale_updates(grads, step_size), state
 
-    return GradientTransformation(init, update, "scale")
+    return GradientTransformation(init, update, "scale", call("scale", step_size=step_size))
 
 
 def trace(decay: float, nesterov: bool = False) -> GradientTransformation:
@@ -135,7 +136,7 @@ def trace(decay: float, nesterov: bool = False) -> GradientTransformation:
             updates = tree_map_arrays(xp, lambda g, v: v.astype(g.dtype), grads, velocity)
         return updates, TraceState(velocity)
 
-    return GradientTransformation(init, update, where)
+    return GradientTransformation(init, update, where, call(where, decay=decay, nesterov=nesterov))
 
 
 def scale_by_adagrad(initial_accumulator_value: float = 0.0, eps: float = 1e-7) -> GradientTransformation:
@@ -170,7 +171,8 @@ def scale_by_adagrad(initial_accumulator_value: float = 0.0, eps: float = 1e-7) 
         updates = tree_map_arrays(xp, lambda g, h: (g / (xp.sqrt(h) + eps)).astype(g.dtype, copy=False), grads, h)
         return updates, ScaleByAdagradState(h)
 
-    return GradientTransformation(init, update, where)
+    described = call(where, initial_accumulator_value=initial_accumulator_value, eps=eps)
+    return GradientTransformation(init, update, where, described)
 
 
 def scale_by_rms(decay: float = 0.9, eps: float = 1e-8, initial_scale: float = 0.0) -> GradientTransformation:
@@ -207,7 +209,7 @@ def scale_by_rms(decay: float = 0.9, eps: float = 1e-8, initial_scale: float = 0
         updates = tree_map_arrays(xp, lambda g, v: (g / (xp.sqrt(v) + eps)).astype(g.dtype, copy=False), grads, nu)
         return updates, ScaleByRmsState(nu)
 
-    return GradientTransformation(init, update, where)
+    return GradientTransformation(init, update, where, call(where, decay=decay, eps=eps, initial_scale=initial_scale))
 
 
 def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> GradientTransformation:
@@ -252,5 +254,5 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Grad
         updates, mu, nu = adam_update(grads, state.mu, state.nu, count, b1=b1, b2=b2, eps=eps)
         return updates, ScaleByAdamState(count, mu, nu)
 
-    return GradientTransformation(init, update, where)
+    return GradientTransformation(init, update, where, call(where, b1=b1, b2=b2, eps=eps))
 
