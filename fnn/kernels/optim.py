@@ -61,7 +61,10 @@ def _numpy_columns(trees: tuple[PyTree, ...]) -> list[list[np.ndarray]] | None:
 
 def _host_scalar(x: Any) -> bool:
     """A Python number or a 0-d NumPy value (a factor the numpy form can read)."""
-    return isinstance(x, (int, float, np.ndarray, np.generic)) and not isinstance(x, bool) and np.ndim(x) == 0
+    kind = type(x)
+    if kind is float or kind is int:
+        return True
+    return x.ndim == 0 if kind is np.ndarray else isinstance(x, np.generic)
 
 
 def _why_not_numpy(names: tuple[str, ...], trees: tuple[PyTree, ...], scalars: dict[str, Any]) -> str:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from fnn import backend
 from fnn.kernels.optim import adam_update
 from fnn.optim.base import (
@@ -201,8 +203,8 @@ def adam(
         updates, mu, nu = adam_update(
             grads, adam_state.mu, adam_state.nu, count, b1=b1, b2=b2, eps=eps, scale=-lr_state.learning_rate
         )
-        xp = backend.namespace(grads, lr_state.count, lr_state.learning_rate)
-        new_state = {
+        xp = np if schedule is None else backend.namespace(grads, lr_state.count, lr_state.learning_rate)
+        new_state = {  # (advance reads xp only to evaluate a schedule)
             "scale_by_adam": ScaleByAdamState(count, mu, nu),
             "scale_by_learning_rate": advance(lr_state, schedule, xp),
         }
