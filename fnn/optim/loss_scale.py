@@ -146,13 +146,6 @@ def dynamic_loss_scale(
         inner = backend.tree_map(lambda new, old: xp.where(ok, new, old), new_inner, state.inner_state)
         return updates, new_state(inner)
 
-    built = call(
-        "dynamic_loss_scale",
-        optimizer=optimizer,
-        init_scale=init_scale,
-        growth_interval=growth_interval,
-        factor=factor,
-        min_scale=min_scale,
-        max_scale=max_scale,
-    )
+    settings = dict(init_scale=init_scale, growth_interval=growth_interval, factor=factor)
+    built = call("dynamic_loss_scale", optimizer=optimizer, **settings, min_scale=min_scale, max_scale=max_scale)
     return LossScaler(init, update, "dynamic_loss_scale", built)
