@@ -18,7 +18,6 @@ import numpy as np
 
 from fnn import backend
 from fnn.kernels.optim import scale_updates
-from fnn.optim.calls import Call, call
 from fnn.optim.base import (
     GradientTransformation,
     Schedule,
@@ -28,6 +27,7 @@ from fnn.optim.base import (
     safe_increment,
     zeros_count,
 )
+from fnn.optim.calls import Call, call
 
 __all__ = [
     "LearningRateState",

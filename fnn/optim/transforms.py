@@ -17,7 +17,6 @@ from typing import Any, NamedTuple
 
 from fnn import backend
 from fnn.kernels.optim import adam_update, scale_updates
-from fnn.optim.calls import call
 from fnn.optim.base import (
     EmptyState,
     GradientTransformation,
@@ -27,6 +26,7 @@ from fnn.optim.base import (
     tree_map_arrays,
     zeros_count,
 )
+from fnn.optim.calls import call
 
 __all__ = [
     "ScaleByAdagradState",
