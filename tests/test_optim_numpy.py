@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from fnn import backend, optim
-from fnn.optim import _numpy
+from fnn.kernels import optim as kernels
+from fnn.kernels import optim_buffers
 
 # Large enough to be recycled (>= MIN_BYTES) and tiled (more than one TILE_BYTES tile, with a remainder).
 BIG = (301, 257)
@@ -113,22 +114,22 @@ def test_numpy_updates_are_pure_and_never_share_memory(rng):
 
 
 def test_recycled_buffers_only_once_unreferenced():
-    if not _numpy._RECYCLER.free_limit:
+    if not optim_buffers._RECYCLER.free_limit:
         pytest.skip("recycling is off on this Python")
     shape, dtype = (128, 256), np.dtype(np.float32)
-    a = _numpy.empty(shape, dtype)
+    a = optim_buffers.empty(shape, dtype)
     view = a[3:]  # a view keeps its base referenced
     del a
     gc.collect()
-    b = _numpy.empty(shape, dtype)
+    b = optim_buffers.empty(shape, dtype)
     assert not np.shares_memory(b, view)
     addresses = {view.base.ctypes.data, b.ctypes.data}
     del view, b
     gc.collect()
-    c = _numpy.empty(shape, dtype)  # nothing holds the two arrays any more: one of them comes back
+    c = optim_buffers.empty(shape, dtype)  # nothing holds the two arrays any more: one of them comes back
     assert c.ctypes.data in addresses
-    small = _numpy.empty((3,), dtype)  # small arrays are plain np.empty
-    assert small.shape == (3,) and ((3,), dtype) not in _numpy._RECYCLER.buckets
+    small = optim_buffers.empty((3,), dtype)  # small arrays are plain np.empty
+    assert small.shape == (3,) and ((3,), dtype) not in optim_buffers._RECYCLER.buckets
 
 
 def test_apply_updates_numpy_fast_path_and_mixed_dtypes(rng):
@@ -163,7 +164,7 @@ def test_non_contiguous_and_mixed_inputs_fall_back_or_match(rng):
 
 def test_kernel_factors_are_the_bias_corrections():
     t, b1, b2, eps, lr = 3.0, 0.9, 0.999, 1e-8, -0.01
-    k, eps_hat = _numpy.adam_factors(t, b1, b2, eps, lr)
+    k, eps_hat = kernels.adam_factors(t, b1, b2, eps, lr)
     m, v = 0.3, 0.04
     expected = lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
     assert k * m / (np.sqrt(v) + eps_hat) == pytest.approx(expected, rel=1e-14)

@@ -191,7 +191,18 @@ def test_interoperates_with_optax():
 
 @pytest.mark.parametrize(
     "module",
-    ["base", "schedules", "learning_rate", "transforms", "masking", "weight_decay", "clipping", "wrappers", "aliases"],
+    [
+        "base",
+        "calls",
+        "schedules",
+        "learning_rate",
+        "transforms",
+        "masking",
+        "weight_decay",
+        "clipping",
+        "wrappers",
+        "aliases",
+    ],
 )
 def test_docstring_examples_run(module):
     mod = importlib.import_module(f"fnn.optim.{module}")

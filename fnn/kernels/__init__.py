@@ -18,3 +18,4 @@ they call a kernel.
 """
 
 from fnn.kernels import conv, plan, pool, windows  # noqa: E402,F401  (convolution and pooling)
+from fnn.kernels.optim import OPTIMIZER_IMPLEMENTATIONS, adam_update, add_updates, scale_updates  # noqa: E402,F401

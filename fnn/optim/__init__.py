@@ -23,6 +23,9 @@ fnn does not depend on optax.
   :func:`decay_mask`; robustness: :func:`skip_not_finite`; float16 training:
   :func:`dynamic_loss_scale`;
 * the learning rate as state: :func:`get_learning_rate`, :func:`set_learning_rate`;
+* optimizers and fnn's schedules are values: each prints as the call that
+  built it, and two built by the same call compare and hash equal (a rebuilt
+  optimizer is the same jit cache key), see :mod:`fnn.optim.calls`;
 * schedules (module :mod:`fnn.optim.schedules`): :func:`constant_schedule`,
   :func:`linear_schedule`, :func:`exponential_decay`, :func:`piecewise_constant`,
   :func:`cosine_decay`, :func:`warmup_cosine_decay`, :func:`join_schedules`.

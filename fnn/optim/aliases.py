@@ -16,19 +16,24 @@ from typing import Any
 
 import numpy as np
 
+from fnn import backend
+from fnn.kernels.optim import adam_update
 from fnn.optim.base import (
     GradientTransformation,
     Schedule,
     chain,
+    check_chain_state,
     check_learning_rate,
     check_number,
     check_trees_match,
+    described,
+    safe_increment,
 )
-from fnn.optim.learning_rate import LearningRateState, advance, scale_by_learning_rate
+from fnn.optim.calls import call
+from fnn.optim.learning_rate import advance, scale_by_learning_rate
 from fnn.optim.masking import Mask
 from fnn.optim.transforms import (
     ScaleByAdamState,
-    adam_numpy,
     scale_by_adagrad,
     scale_by_adam,
     scale_by_rms,
@@ -73,8 +78,10 @@ def sgd(learning_rate: float | Schedule, momentum: float = 0.0, nesterov: bool =
     check_learning_rate("sgd", learning_rate)
     momentum = check_number("sgd", "momentum", momentum, low=0.0)
     if momentum == 0:
-        return chain(scale_by_learning_rate(learning_rate), name="sgd")
-    return chain(trace(momentum, nesterov), scale_by_learning_rate(learning_rate), name="sgd")
+        opt = chain(scale_by_learning_rate(learning_rate), name="sgd")
+    else:
+        opt = chain(trace(momentum, nesterov), scale_by_learning_rate(learning_rate), name="sgd")
+    return described(opt, "sgd", learning_rate=learning_rate, momentum=momentum, nesterov=nesterov)
 
 
 def adagrad(
@@ -103,8 +110,9 @@ def adagrad(
     check_learning_rate("adagrad", learning_rate)
     eps = check_number("adagrad", "eps", eps, low=0.0, low_open=True)
     initial_accumulator_value = check_number("adagrad", "initial_accumulator_value", initial_accumulator_value, low=0.0)
-    return chain(
-        scale_by_adagrad(initial_accumulator_value, eps), scale_by_learning_rate(learning_rate), name="adagrad"
+    opt = chain(scale_by_adagrad(initial_accumulator_value, eps), scale_by_learning_rate(learning_rate), name="adagrad")
+    return described(
+        opt, "adagrad", learning_rate=learning_rate, eps=eps, initial_accumulator_value=initial_accumulator_value
     )
 
 
@@ -132,7 +140,8 @@ def rmsprop(learning_rate: float | Schedule, decay: float = 0.9, eps: float = 1e
     check_learning_rate("rmsprop", learning_rate)
     decay = check_number("rmsprop", "decay", decay, low=0.0, high=1.0)
     eps = check_number("rmsprop", "eps", eps, low=0.0, low_open=True)
-    return chain(scale_by_rms(decay, eps), scale_by_learning_rate(learning_rate), name="rmsprop")
+    opt = chain(scale_by_rms(decay, eps), scale_by_learning_rate(learning_rate), name="rmsprop")
+    return described(opt, "rmsprop", learning_rate=learning_rate, decay=decay, eps=eps)
 
 
 def _check_adam(where: str, learning_rate: Any, b1: float, b2: float, eps: float) -> tuple[float, float, float]:
@@ -156,9 +165,13 @@ def adam(
         v_hat = v / (1 - b2**t)
         update = -lr * m_hat / (sqrt(v_hat) + eps)
 
-    The state is ``chain(scale_by_adam, scale_by_learning_rate)``'s. On NumPy
-    arrays the whole update runs as one fused kernel per leaf, the learning
-    rate folded in (same formula, fewer passes over memory).
+    The state is ``chain(scale_by_adam, scale_by_learning_rate)``'s, and so
+    are the numbers; but rather than run those two transforms one after the
+    other, ``update`` calls Adam's kernel (:func:`fnn.kernels.adam_update`)
+    once with ``scale=-lr``: on NumPy arrays the learning rate is then folded
+    into the kernel's one in-place pass per leaf instead of costing a second
+    pass over every update (the plain form, on JAX, multiplies by it exactly
+    as ``scale_by_learning_rate`` does).
 
     Args:
         learning_rate: a finite number >= 0, or a schedule.
@@ -170,40 +183,35 @@ def adam(
         >>> import numpy as np
         >>> from fnn import optim
         >>> opt = optim.adam(1e-3)
+        >>> opt    # a value: it prints as its call, and adam(1e-3) == adam(1e-3)
+        adam(learning_rate=0.001, b1=0.9, b2=0.999, eps=1e-08)
         >>> state = opt.init({"w": np.zeros(3)})
         >>> updates, state = opt.update({"w": np.array([0.5, -2.0, 4.0])}, state)
         >>> np.round(updates["w"], 6)   # the first step is -lr * sign(g)
         array([-0.001,  0.001, -0.001])
     """
     b1, b2, eps = _check_adam("adam", learning_rate, b1, b2, eps)
-    inner = chain(scale_by_adam(b1, b2, eps), scale_by_learning_rate(learning_rate), name="adam")
+    chained = chain(scale_by_adam(b1, b2, eps), scale_by_learning_rate(learning_rate), name="adam")
     schedule = learning_rate if callable(learning_rate) else None
 
     def update(grads: PyTree, state: Any, params: PyTree = None):
-        fused = _adam_numpy_fused(grads, state, b1, b2, eps, schedule)
-        return fused if fused is not None else inner.update(grads, state, params)
+        check_chain_state("adam", ("scale_by_adam", "scale_by_learning_rate"), state)
+        adam_state, lr_state = state["scale_by_adam"], state["scale_by_learning_rate"]
+        check_trees_match("scale_by_adam", adam_state.mu, grads, shapes=True)
+        count = safe_increment(adam_state.count)
+        # scale_by_adam then scale_by_learning_rate, as one call of the kernel with scale = -lr
+        updates, mu, nu = adam_update(
+            grads, adam_state.mu, adam_state.nu, count, b1=b1, b2=b2, eps=eps, scale=-lr_state.learning_rate
+        )
+        xp = np if schedule is None else backend.namespace(grads, lr_state.count, lr_state.learning_rate)
+        new_state = {  # (advance reads xp only to evaluate a schedule)
+            "scale_by_adam": ScaleByAdamState(count, mu, nu),
+            "scale_by_learning_rate": advance(lr_state, schedule, xp),
+        }
+        return updates, new_state
 
-    return GradientTransformation(inner.init, update, "adam")
-
-
-def _adam_numpy_fused(grads: PyTree, state: Any, b1: float, b2: float, eps: float, schedule: Schedule | None):
-    """``adam``'s update on NumPy with the learning rate folded into Adam's one
-    pass over each leaf: the same state and formula as the chain, less memory
-    traffic. None when the state or the arrays are not that case (JAX arrays,
-    tracers, mixed dtypes): the chain then runs as usual."""
-    if not (isinstance(state, dict) and set(state) == {"scale_by_adam", "scale_by_learning_rate"}):
-        return None
-    adam_state, lr_state = state["scale_by_adam"], state["scale_by_learning_rate"]
-    if not (isinstance(adam_state, ScaleByAdamState) and isinstance(lr_state, LearningRateState)):
-        return None
-    if type(lr_state.learning_rate) is not np.ndarray or type(lr_state.count) is not np.ndarray:
-        return None
-    check_trees_match("scale_by_adam", adam_state.mu, grads, shapes=True)
-    fast = adam_numpy(grads, adam_state, b1, b2, eps, -lr_state.learning_rate)
-    if fast is None:
-        return None
-    updates, adam_state = fast
-    return updates, {"scale_by_adam": adam_state, "scale_by_learning_rate": advance(lr_state, schedule)}
+    built = call("adam", learning_rate=learning_rate, b1=b1, b2=b2, eps=eps)
+    return GradientTransformation(chained.init, update, "adam", built)
 
 
 def adamw(
@@ -244,9 +252,12 @@ def adamw(
     """
     b1, b2, eps = _check_adam("adamw", learning_rate, b1, b2, eps)
     weight_decay = check_number("adamw", "weight_decay", weight_decay, low=0.0)
-    return chain(
+    opt = chain(
         scale_by_adam(b1, b2, eps),
         add_decayed_weights(weight_decay, mask),
         scale_by_learning_rate(learning_rate),
         name="adamw",
+    )
+    return described(
+        opt, "adamw", learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=mask
     )

@@ -29,7 +29,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from fnn import backend
-from fnn.optim import _numpy
+from fnn.kernels.optim import add_updates
+from fnn.optim.calls import Call, call
 
 __all__ = [
     "EmptyState",
@@ -45,13 +46,20 @@ PyTree = Any
 Schedule = Callable[[Any], Array]  # step (0-based count of updates already applied) -> value
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class GradientTransformation:
     """An optimizer: ``init(params) -> state`` and ``update(grads, state, params=None) -> (updates, state)``.
 
     ``name`` keys this transform's state inside a :func:`chain` (readable
     checkpoints: ``state["adam"]["scale_by_adam"].mu``). Iterating yields
     ``(init, update)``, so the value also unpacks like optax's NamedTuple.
+
+    ``call`` is the call that built it (:mod:`fnn.optim.calls`), set by every
+    fnn constructor: it is the ``repr`` (``adam(learning_rate=0.001, ...)``),
+    and two optimizers with equal calls and names compare and hash equal, so a
+    rebuilt optimizer is the same jit cache key. Without a call (a transform
+    built by hand, as below) two values are equal only when they hold the
+    same two functions.
 
     Example:
         >>> import numpy as np
@@ -68,6 +76,25 @@ class GradientTransformation:
     init: Callable[[PyTree], PyTree]
     update: Callable[..., tuple[PyTree, PyTree]]
     name: str = "transform"
+    call: Call | None = None
+
+    def _identity(self) -> tuple:
+        if self.call is None:
+            return (type(self), self.name, self.init, self.update)
+        return (type(self), self.name, self.call)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, GradientTransformation):
+            return NotImplemented
+        return self._identity() == other._identity()
+
+    def __hash__(self) -> int:
+        return hash(self._identity())
+
+    def __repr__(self) -> str:
+        if self.call is not None:
+            return repr(self.call)
+        return f"GradientTransformation(init={self.init!r}, update={self.update!r}, name={self.name!r})"
 
     def __iter__(self) -> Iterator[Callable]:
         return iter((self.init, self.update))
@@ -131,25 +158,39 @@ def chain(*transforms: Any, name: str = "chain") -> GradientTransformation:
         return {n: t.init(params) for n, t in zip(names, transforms)}
 
     def update(grads: PyTree, state: dict, params: PyTree = None) -> tuple[PyTree, dict]:
-        if not isinstance(state, dict) or set(state) != set(names):
-            got = sorted(state) if isinstance(state, dict) else type(state).__name__
-            raise ValueError(
-                f"{name}: state must be the dict made by this optimizer's init, with keys {sorted(names)}; got {got}"
-            )
+        check_chain_state(name, names, state)
         new_state = {}
         updates = grads
         for n, t in zip(names, transforms):
             updates, new_state[n] = t.update(updates, state[n], params)
         return updates, new_state
 
-    return GradientTransformation(init, update, name)
+    built = call("chain", *transforms) if name == "chain" else call("chain", *transforms, name=name)
+    return GradientTransformation(init, update, name, built)
+
+
+def described(optimizer: GradientTransformation, function: str, **kwargs: Any) -> GradientTransformation:
+    """``optimizer`` carrying the call ``function(**kwargs)`` (its repr, == and hash):
+    for constructors that return another constructor's optimizer (a chain)."""
+    return dataclasses.replace(optimizer, call=call(function, **kwargs))
+
+
+def check_chain_state(where: str, names: Any, state: Any) -> None:
+    """A chain's state must be the dict its ``init`` made, keyed by ``names``."""
+    if not isinstance(state, dict) or set(state) != set(names):
+        got = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise ValueError(
+            f"{where}: state must be the dict made by this optimizer's init, with keys {sorted(names)}; got {got}"
+        )
 
 
 def apply_updates(params: PyTree, updates: PyTree) -> PyTree:
     """``params + updates`` leaf by leaf, each result cast back to its param's dtype.
 
     A float32 parameter stays float32 even when its update was computed in a
-    wider type. Neither input is modified.
+    wider type. Neither input is modified. The arithmetic is
+    :func:`fnn.kernels.add_updates`'s (one pass per leaf into a fresh array
+    on NumPy).
 
     Example:
         >>> import numpy as np
@@ -159,16 +200,7 @@ def apply_updates(params: PyTree, updates: PyTree) -> PyTree:
         (array([1.5, 0.5], dtype=float32), dtype('float32'))
     """
     check_trees_match("apply_updates", params, updates, "params", "updates")
-    xp = backend.namespace(params, updates)
-    columns = _numpy.float_leaves(params, updates) if xp is np else None
-    if columns is not None:  # one pass per leaf into a fresh (recycled) array
-        return backend.tree_unflatten(backend.tree_structure(params), list(map(_numpy.add_leaf, *columns)))
-
-    def add(p, u):
-        p = xp.asarray(p)
-        return xp.asarray(p + u).astype(p.dtype, copy=False)
-
-    return backend.tree_map(add, params, updates)
+    return add_updates(params, updates)
 
 
 # --------------------------------------------------------------------------- #

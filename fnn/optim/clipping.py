@@ -13,6 +13,7 @@ import numpy as np
 
 from fnn import backend
 from fnn.optim.base import EmptyState, GradientTransformation, check_number, float_scalar, tree_map_arrays
+from fnn.optim.calls import call
 
 __all__ = ["ClipByGlobalNormState", "clip", "clip_by_global_norm", "global_norm"]
 
@@ -69,7 +70,7 @@ def clip(max_delta: float) -> GradientTransformation:
         xp = backend.namespace(grads)
         return tree_map_arrays(xp, lambda g: xp.clip(g, -max_delta, max_delta), grads), state
 
-    return GradientTransformation(init, update, "clip")
+    return GradientTransformation(init, update, "clip", call("clip", max_delta=max_delta))
 
 
 def clip_by_global_norm(max_norm: float) -> GradientTransformation:
@@ -102,4 +103,4 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
         updates = tree_map_arrays(xp, lambda g: g * factor.astype(g.dtype, copy=False), grads)
         return updates, ClipByGlobalNormState(xp.asarray(norm, dtype=state.global_norm.dtype))
 
-    return GradientTransformation(init, update, "clip_by_global_norm")
+    return GradientTransformation(init, update, "clip_by_global_norm", call("clip_by_global_norm", max_norm=max_norm))

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from fnn import backend
-from fnn.optim import _numpy
+from fnn.kernels.optim import scale_updates
 from fnn.optim.base import (
     GradientTransformation,
     Schedule,
@@ -25,9 +25,9 @@ from fnn.optim.base import (
     check_number,
     float_scalar,
     safe_increment,
-    tree_map_arrays,
     zeros_count,
 )
+from fnn.optim.calls import Call, call
 
 __all__ = [
     "LearningRateState",
@@ -56,7 +56,7 @@ class ScaleByScheduleState(NamedTuple):
     step_size: Array  # default float, 0-d: the factor the next update applies
 
 
-def _scale_by_value(value: float | Schedule, sign: float, state_cls: type, name: str) -> GradientTransformation:
+def _scale_by_value(value: float | Schedule, sign: float, state_cls: type, built: Call) -> GradientTransformation:
     schedule = value if callable(value) else None
 
     def init(params: PyTree):
@@ -68,17 +68,10 @@ def _scale_by_value(value: float | Schedule, sign: float, state_cls: type, name:
     def update(grads: PyTree, state, params: PyTree = None):
         count, current = state
         xp = backend.namespace(grads, count, current)
-        columns = _numpy.float_leaves(grads) if xp is np else None
-        if columns is not None:
-            factor = sign * current
-            updates = backend.tree_unflatten(
-                backend.tree_structure(grads), [_numpy.scale_leaf(g, factor) for g in columns[0]]
-            )
-        else:
-            updates = tree_map_arrays(xp, lambda g: g * (sign * current).astype(g.dtype, copy=False), grads)
+        updates = scale_updates(grads, sign * current)
         return updates, advance(state, schedule, xp)
 
-    return GradientTransformation(init, update, name)
+    return GradientTransformation(init, update, built.function, built)
 
 
 def advance(state: LearningRateState | ScaleByScheduleState, schedule: Schedule | None, xp: Any = np):
@@ -110,7 +103,8 @@ def scale_by_learning_rate(learning_rate: float | Schedule) -> GradientTransform
         (array([-0.1,  0.2]), 0.1, 1)
     """
     check_learning_rate("scale_by_learning_rate", learning_rate)
-    return _scale_by_value(learning_rate, -1.0, LearningRateState, "scale_by_learning_rate")
+    built = call("scale_by_learning_rate", learning_rate=learning_rate)
+    return _scale_by_value(learning_rate, -1.0, LearningRateState, built)
 
 
 def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
@@ -131,7 +125,8 @@ def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
     """
     if not callable(step_size_fn):
         raise TypeError(f"scale_by_schedule: step_size_fn must be a schedule (step -> value); got {step_size_fn!r}")
-    return _scale_by_value(step_size_fn, 1.0, ScaleByScheduleState, "scale_by_schedule")
+    built = call("scale_by_schedule", step_size_fn=step_size_fn)
+    return _scale_by_value(step_size_fn, 1.0, ScaleByScheduleState, built)
 
 
 # --------------------------------------------------------------------------- #

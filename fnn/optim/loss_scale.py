@@ -31,6 +31,7 @@ import numpy as np
 
 from fnn import backend
 from fnn.optim.base import GradientTransformation, check_optimizer, safe_increment, zeros_count
+from fnn.optim.calls import call
 from fnn.optim.wrappers import all_finite
 
 __all__ = ["DynamicLossScaleState", "LossScaler", "dynamic_loss_scale"]
@@ -49,7 +50,7 @@ class DynamicLossScaleState(NamedTuple):
     last_finite: Array  # bool, 0-d: whether the last step's gradients were finite
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class LossScaler(GradientTransformation):
     """An optimizer that also tells the training step by how much to scale the loss."""
 
@@ -145,4 +146,6 @@ def dynamic_loss_scale(
         inner = backend.tree_map(lambda new, old: xp.where(ok, new, old), new_inner, state.inner_state)
         return updates, new_state(inner)
 
-    return LossScaler(init, update, "dynamic_loss_scale")
+    settings = dict(init_scale=init_scale, growth_interval=growth_interval, factor=factor)
+    built = call("dynamic_loss_scale", optimizer=optimizer, **settings, min_scale=min_scale, max_scale=max_scale)
+    return LossScaler(init, update, "dynamic_loss_scale", built)

@@ -13,6 +13,7 @@ subset only: the other leaves appear as ``None`` (empty subtrees) in its state.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -20,6 +21,7 @@ import numpy as np
 
 from fnn import backend
 from fnn.optim.base import EmptyState, GradientTransformation, check_optimizer, check_trees_match
+from fnn.optim.calls import call
 
 __all__ = ["Mask", "MaskedState", "PartitionState", "freeze", "masked", "partition", "resolve_mask"]
 
@@ -108,7 +110,8 @@ def masked(optimizer: GradientTransformation, mask: Mask) -> GradientTransformat
         (array([10.]), array([1.]))
     """
     check_optimizer("masked", "optimizer", optimizer)
-    return _masked("masked", optimizer, lambda tree: resolve_mask("masked", mask, tree), "masked")
+    opt = _masked("masked", optimizer, lambda tree: resolve_mask("masked", mask, tree), "masked")
+    return dataclasses.replace(opt, call=call("masked", optimizer=optimizer, mask=mask))
 
 
 def freeze(mask: Mask, optimizer: GradientTransformation | None = None) -> GradientTransformation:
@@ -155,7 +158,7 @@ def freeze(mask: Mask, optimizer: GradientTransformation | None = None) -> Gradi
             zeros = [xp.zeros_like(g) if f else g for g, f in zip(backend.tree_leaves(grads), frozen(grads))]
             return backend.tree_unflatten(backend.tree_structure(grads), zeros), state
 
-        return GradientTransformation(init, update, where)
+        return GradientTransformation(init, update, where, call(where, mask=mask))
 
     inner = _masked(where, optimizer, lambda tree: [not f for f in frozen(tree)], where)
     zero = freeze(mask)
@@ -165,7 +168,7 @@ def freeze(mask: Mask, optimizer: GradientTransformation | None = None) -> Gradi
         updates, _ = zero.update(updates, EmptyState())
         return updates, state
 
-    return GradientTransformation(inner.init, update_both, where)
+    return GradientTransformation(inner.init, update_both, where, call(where, mask=mask, optimizer=optimizer))
 
 
 def partition(transforms: Mapping[str, GradientTransformation], labels: Any) -> GradientTransformation:
@@ -231,4 +234,4 @@ def partition(transforms: Mapping[str, GradientTransformation], labels: Any) -> 
             updates = _merge(updates, keep, sub_updates)
         return updates, PartitionState(new_states)
 
-    return GradientTransformation(init, update, where)
+    return GradientTransformation(init, update, where, call(where, transforms=dict(transforms), labels=labels))

@@ -16,13 +16,15 @@ decay_steps=1000))``.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from fnn import backend
 from fnn.optim.base import Schedule, check_int, check_number
+from fnn.optim.calls import Call, call
 
 __all__ = [
     "constant_schedule",
@@ -33,6 +35,29 @@ __all__ = [
     "piecewise_constant",
     "warmup_cosine_decay",
 ]
+
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class ScheduleValue:
+    """A schedule fnn built: callable as ``schedule(step)``, printed as the call
+    that built it, and equal (and hashing equal) to a schedule built by the same call."""
+
+    fn: Callable[[Any], Any]
+    call: Call
+
+    def __call__(self, step: Any) -> Any:
+        return self.fn(step)
+
+    def __repr__(self) -> str:
+        return repr(self.call)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ScheduleValue):
+            return NotImplemented
+        return self.call == other.call
+
+    def __hash__(self) -> int:
+        return hash(self.call)
 
 
 def _float_step(step: Any):
@@ -59,7 +84,7 @@ def constant_schedule(value: float) -> Schedule:
         xp, t = _float_step(step)
         return xp.full_like(t, value)
 
-    return schedule
+    return ScheduleValue(schedule, call("constant_schedule", value=value))
 
 
 def linear_schedule(
@@ -92,7 +117,14 @@ def linear_schedule(
         frac = xp.clip((t - transition_begin) / transition_steps, 0.0, 1.0)
         return xp.asarray(init_value + (end_value - init_value) * frac, dtype=t.dtype)
 
-    return schedule
+    built = call(
+        where,
+        init_value=init_value,
+        end_value=end_value,
+        transition_steps=transition_steps,
+        transition_begin=transition_begin,
+    )
+    return ScheduleValue(schedule, built)
 
 
 def exponential_decay(
@@ -141,7 +173,15 @@ def exponential_decay(
             value = xp.maximum(value, end_value) if decay_rate < 1 else xp.minimum(value, end_value)
         return xp.asarray(value, dtype=t.dtype)
 
-    return schedule
+    built = call(
+        where,
+        init_value=init_value,
+        transition_steps=transition_steps,
+        decay_rate=decay_rate,
+        staircase=staircase,
+        end_value=end_value,
+    )
+    return ScheduleValue(schedule, built)
 
 
 def piecewise_constant(init_value: float, *, boundaries_and_values: Mapping[int, float]) -> Schedule:
@@ -176,7 +216,12 @@ def piecewise_constant(init_value: float, *, boundaries_and_values: Mapping[int,
             value = xp.where(t >= boundary, v, value)
         return xp.asarray(value, dtype=t.dtype)
 
-    return schedule
+    built = call(
+        where,
+        init_value=init_value,
+        boundaries_and_values=dict(boundaries_and_values),
+    )
+    return ScheduleValue(schedule, built)
 
 
 def cosine_decay(init_value: float, *, decay_steps: int, end_value: float = 0.0) -> Schedule:
@@ -206,7 +251,7 @@ def cosine_decay(init_value: float, *, decay_steps: int, end_value: float = 0.0)
         value = end_value + (init_value - end_value) * 0.5 * (1.0 + xp.cos(math.pi * frac))
         return xp.asarray(value, dtype=t.dtype)
 
-    return schedule
+    return ScheduleValue(schedule, call(where, init_value=init_value, decay_steps=decay_steps, end_value=end_value))
 
 
 def warmup_cosine_decay(
@@ -242,11 +287,19 @@ def warmup_cosine_decay(
             f"{where}: decay_steps is the total length, warmup included, so it must be > warmup_steps; "
             f"got decay_steps={decay_steps}, warmup_steps={warmup_steps}"
         )
+    built = call(
+        where,
+        init_value=init_value,
+        peak_value=peak_value,
+        warmup_steps=warmup_steps,
+        decay_steps=decay_steps,
+        end_value=end_value,
+    )
     cosine = cosine_decay(peak_value, decay_steps=decay_steps - warmup_steps, end_value=end_value)
     if warmup_steps == 0:
-        return cosine
+        return ScheduleValue(cosine.fn, built)
     warmup = linear_schedule(init_value, end_value=peak_value, transition_steps=warmup_steps)
-    return join_schedules([warmup, cosine], boundaries=[warmup_steps])
+    return ScheduleValue(join_schedules([warmup, cosine], boundaries=[warmup_steps]).fn, built)
 
 
 def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
@@ -288,4 +341,4 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
             value = xp.where(step >= boundary, xp.asarray(later(step - boundary), dtype=float), value)
         return xp.asarray(value, dtype=float)
 
-    return schedule
+    return ScheduleValue(schedule, call(where, schedules=schedules, boundaries=boundaries))

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import numpy as np
-
 from fnn import backend
-from fnn.optim import _numpy
+from fnn.kernels.optim import adam_update, scale_updates
 from fnn.optim.base import (
     EmptyState,
     GradientTransformation,
@@ -28,6 +26,7 @@ from fnn.optim.base import (
     tree_map_arrays,
     zeros_count,
 )
+from fnn.optim.calls import call
 
 __all__ = [
     "ScaleByAdagradState",
@@ -95,10 +94,9 @@ def scale(step_size: float) -> GradientTransformation:
         return EmptyState()
 
     def update(grads: PyTree, state: EmptyState, params: PyTree = None):
-        xp = backend.namespace(grads)
-        return tree_map_arrays(xp, lambda g: g * step_size, grads), state
+        return scale_updates(grads, step_size), state
 
-    return GradientTransformation(init, update, "scale")
+    return GradientTransformation(init, update, "scale", call("scale", step_size=step_size))
 
 
 def trace(decay: float, nesterov: bool = False) -> GradientTransformation:
@@ -138,7 +136,7 @@ def trace(decay: float, nesterov: bool = False) -> GradientTransformation:
             updates = tree_map_arrays(xp, lambda g, v: v.astype(g.dtype), grads, velocity)
         return updates, TraceState(velocity)
 
-    return GradientTransformation(init, update, where)
+    return GradientTransformation(init, update, where, call(where, decay=decay, nesterov=nesterov))
 
 
 def scale_by_adagrad(initial_accumulator_value: float = 0.0, eps: float = 1e-7) -> GradientTransformation:
@@ -173,7 +171,8 @@ def scale_by_adagrad(initial_accumulator_value: float = 0.0, eps: float = 1e-7) 
         updates = tree_map_arrays(xp, lambda g, h: (g / (xp.sqrt(h) + eps)).astype(g.dtype, copy=False), grads, h)
         return updates, ScaleByAdagradState(h)
 
-    return GradientTransformation(init, update, where)
+    described = call(where, initial_accumulator_value=initial_accumulator_value, eps=eps)
+    return GradientTransformation(init, update, where, described)
 
 
 def scale_by_rms(decay: float = 0.9, eps: float = 1e-8, initial_scale: float = 0.0) -> GradientTransformation:
@@ -210,7 +209,7 @@ def scale_by_rms(decay: float = 0.9, eps: float = 1e-8, initial_scale: float = 0
         updates = tree_map_arrays(xp, lambda g, v: (g / (xp.sqrt(v) + eps)).astype(g.dtype, copy=False), grads, nu)
         return updates, ScaleByRmsState(nu)
 
-    return GradientTransformation(init, update, where)
+    return GradientTransformation(init, update, where, call(where, decay=decay, eps=eps, initial_scale=initial_scale))
 
 
 def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> GradientTransformation:
@@ -223,6 +222,9 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Grad
         m_hat = m / (1 - b1**t)
         v_hat = v / (1 - b2**t)
         update = m_hat / (sqrt(v_hat) + eps)
+
+    The arithmetic is :func:`fnn.kernels.adam_update`'s (one fused in-place
+    pass per leaf on NumPy arrays, the plain tree expression on JAX).
 
     Args:
         b1: decay of the first moment, in [0, 1).
@@ -248,48 +250,9 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Grad
 
     def update(grads: PyTree, state: ScaleByAdamState, params: PyTree = None):
         check_trees_match(where, state.mu, grads, shapes=True)
-        fast = adam_numpy(grads, state, b1, b2, eps, 1.0)
-        if fast is not None:
-            return fast
-        xp = backend.namespace(grads, state.mu, state.count)
         count = safe_increment(state.count)
-        t = xp.asarray(count, dtype=float)
-        # the bias corrections as scalar reciprocals: one multiply per entry instead of a divide
-        inv_correction1 = 1 / (1 - b1**t)
-        inv_correction2 = 1 / (1 - b2**t)
-        mu = tree_map_arrays(xp, lambda g, m: (b1 * m + (1 - b1) * g).astype(m.dtype, copy=False), grads, state.mu)
-        nu = tree_map_arrays(xp, lambda g, v: (b2 * v + (1 - b2) * g * g).astype(v.dtype, copy=False), grads, state.nu)
-
-        def direction(g, m, v):
-            m_hat = m * inv_correction1.astype(m.dtype, copy=False)
-            v_hat = v * inv_correction2.astype(v.dtype, copy=False)
-            return (m_hat / (xp.sqrt(v_hat) + eps)).astype(g.dtype, copy=False)
-
-        updates = tree_map_arrays(xp, direction, grads, mu, nu)
+        updates, mu, nu = adam_update(grads, state.mu, state.nu, count, b1=b1, b2=b2, eps=eps)
         return updates, ScaleByAdamState(count, mu, nu)
 
-    return GradientTransformation(init, update, where)
+    return GradientTransformation(init, update, where, call(where, b1=b1, b2=b2, eps=eps))
 
-
-def adam_numpy(
-    grads: PyTree, state: ScaleByAdamState, b1: float, b2: float, eps: float, scale: Any
-) -> tuple[PyTree, ScaleByAdamState] | None:
-    """Adam's update times ``scale`` (a number) and its new state, computed by the
-    NumPy kernel; None unless grads and moments are NumPy arrays of one float
-    dtype per leaf (then the caller runs the generic path).
-
-    The bias corrections and ``scale`` are folded into one multiplier per
-    update: ``scale * m_hat / (sqrt(v_hat) + eps) = k * m / (sqrt(v) + eps_hat)``.
-    The trees must already be checked to match.
-    """
-    if type(state.count) is not np.ndarray:
-        return None
-    columns = _numpy.float_leaves(grads, state.mu, state.nu)
-    if columns is None:
-        return None
-    count = safe_increment(state.count)
-    multiplier, eps_hat = _numpy.adam_factors(float(count), b1, b2, eps, float(scale))
-    results = [_numpy.adam_leaf(g, m, v, b1, b2, multiplier, eps_hat) for g, m, v in zip(*columns)]
-    structure = backend.tree_structure(grads)
-    mu, nu, updates = (backend.tree_unflatten(structure, [r[i] for r in results]) for i in range(3))
-    return updates, ScaleByAdamState(count, mu, nu)

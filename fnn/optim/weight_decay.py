@@ -15,6 +15,7 @@ import numpy as np
 
 from fnn import backend
 from fnn.optim.base import EmptyState, GradientTransformation, check_number, check_trees_match
+from fnn.optim.calls import call
 from fnn.optim.masking import Mask, resolve_mask
 
 __all__ = ["NO_DECAY_NAMES", "add_decayed_weights", "decay_mask"]
@@ -82,4 +83,4 @@ def add_decayed_weights(weight_decay: float = 0.0, mask: Mask | None = None) -> 
         ]
         return backend.tree_unflatten(backend.tree_structure(grads), leaves), state
 
-    return GradientTransformation(init, update, where)
+    return GradientTransformation(init, update, where, call(where, weight_decay=weight_decay, mask=mask))

@@ -8,6 +8,7 @@ import numpy as np
 
 from fnn import backend
 from fnn.optim.base import GradientTransformation, check_optimizer, safe_increment, zeros_count
+from fnn.optim.calls import call
 
 __all__ = ["SkipNotFiniteState", "all_finite", "skip_not_finite"]
 
@@ -76,4 +77,4 @@ def skip_not_finite(optimizer: GradientTransformation) -> GradientTransformation
         inner = backend.tree_map(lambda new, old: xp.where(ok, new, old), new_inner, state.inner_state)
         return updates, SkipNotFiniteState(inner, skipped, ok)
 
-    return GradientTransformation(init, update, "skip_not_finite")
+    return GradientTransformation(init, update, "skip_not_finite", call("skip_not_finite", optimizer=optimizer))
