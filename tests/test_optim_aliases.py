@@ -256,3 +256,31 @@ def test_safe_increment_saturates_without_overflow_or_min(backend_name, dtype):
     # one small kernel under jit: XLA:CPU copies a `min` increment into every consumer
     jaxpr = str(jax.make_jaxpr(safe_increment)(jnp.asarray(3, jnp.int32)))
     assert " min " not in jaxpr and "min(" not in jaxpr
+
+
+def test_bad_hyper_parameters_schedules_gradients_and_params_are_refused():
+    with pytest.raises(ValueError, match=r"sgd: momentum must be a finite number in \[0, 1\); got 1.5"):
+        optim.sgd(0.1, momentum=1.5)
+    params = {"w": np.ones((2, 2))}
+    for bad in (lambda step: np.nan, lambda step: -0.1):
+        with pytest.raises(ValueError, match=r"learning rate schedule: gave (nan|-0.1) at step 0; a learning rate must"):
+            optim.sgd(bad).init(params)
+    late = optim.sgd(lambda step: 0.1 - 0.2 * (step >= 2))  # negative from the third update
+    state = late.init(params)
+    _, state = late.update({"w": np.ones((2, 2))}, state)
+    with pytest.raises(ValueError, match=r"gave -0.1 at step 2"):
+        late.update({"w": np.ones((2, 2))}, state)
+    jitted = jax.jit(late.update)  # under jit the value cannot be read: a negative rate becomes NaN
+    _, traced_state = jitted({"w": jnp.ones((2, 2))}, late.init({"w": jnp.ones((2, 2))}))
+    updates, traced_state = jitted({"w": jnp.ones((2, 2))}, traced_state)
+    assert np.isnan(float(traced_state.learning_rate if hasattr(traced_state, "learning_rate")
+                          else optim.get_learning_rate(traced_state)))
+    sgd = optim.sgd(0.1)
+    updates, _ = sgd.update({"w": np.ones((1, 2))}, sgd.init(params), params)  # (1, 2) only broadcasts to (2, 2)
+    with pytest.raises(ValueError, match=r"apply_updates: .*w.*\(1, 2\)"):
+        optim.apply_updates(params, updates)
+    ints = {"w": np.ones(3, np.int32)}
+    adam = optim.adam(1e-3)
+    updates, _ = adam.update({"w": np.ones(3, np.float32)}, adam.init(ints), ints)
+    with pytest.raises(TypeError, match=r"apply_updates: params 'w' is int32; optimizers update floating-point params"):
+        optim.apply_updates(ints, updates)

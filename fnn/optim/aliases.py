@@ -60,7 +60,7 @@ def sgd(learning_rate: float | Schedule, momentum: float = 0.0, nesterov: bool =
 
     Args:
         learning_rate: a finite number >= 0, or a schedule.
-        momentum: the momentum coefficient (>= 0). 0 allocates no velocity.
+        momentum: the momentum coefficient, in [0, 1). 0 allocates no velocity.
         nesterov: use Nesterov momentum.
 
     Example:
@@ -76,7 +76,7 @@ def sgd(learning_rate: float | Schedule, momentum: float = 0.0, nesterov: bool =
         array([0.71])
     """
     check_learning_rate("sgd", learning_rate)
-    momentum = check_number("sgd", "momentum", momentum, low=0.0)
+    momentum = check_number("sgd", "momentum", momentum, low=0.0, high=1.0)  # >= 1: the velocity never decays
     if momentum == 0:
         opt = chain(scale_by_learning_rate(learning_rate), name="sgd")
     else:

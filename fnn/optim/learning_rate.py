@@ -62,26 +62,47 @@ def _scale_by_value(value: float | Schedule, sign: float, state_cls: type, built
     def init(params: PyTree):
         xp = backend.namespace(params)
         count = zeros_count(xp)
-        first = schedule(count) if schedule is not None else value
-        return state_cls(count, float_scalar(xp, first))
+        first = float_scalar(xp, schedule(count) if schedule is not None else value)
+        if schedule is not None and sign < 0:
+            first = _checked_rate(first, count, xp)
+        return state_cls(count, first)
 
     def update(grads: PyTree, state, params: PyTree = None):
         count, current = state
         xp = backend.namespace(grads, count, current)
         updates = scale_updates(grads, sign * current)
-        return updates, advance(state, schedule, xp)
+        return updates, advance(state, schedule, xp, rate=sign < 0)
 
     return GradientTransformation(init, update, built.function, built)
 
 
-def advance(state: LearningRateState | ScaleByScheduleState, schedule: Schedule | None, xp: Any = np):
+def advance(
+    state: LearningRateState | ScaleByScheduleState, schedule: Schedule | None, xp: Any = np, *, rate: bool = True
+):
     """The state after one more update: the count plus one and, with a schedule,
-    the value it gives at the new count (an ``xp`` array)."""
+    the value it gives at the new count (an ``xp`` array).
+
+    A learning rate (``rate``) must be a finite number >= 0: a schedule giving
+    NaN or a negative value (gradient ascent) is refused when its value can be
+    read, and under ``jit``, where it cannot, a negative value becomes NaN, so
+    that the next update is not finite and :func:`fnn.train.fit` stops before it."""
     count, current = state
     count = safe_increment(count)
     if schedule is not None:
-        current = xp.asarray(schedule(count), dtype=current.dtype)
+        value = xp.asarray(schedule(count), dtype=current.dtype)
+        current = _checked_rate(value, count, xp) if rate else value
     return type(state)(count, current)
+
+
+def _checked_rate(value: Array, count: Array, xp: Any) -> Array:
+    if not backend.is_concrete(value):
+        return xp.where(value >= 0, value, xp.asarray(np.nan, dtype=value.dtype))
+    if not (np.isfinite(value) and value >= 0):
+        raise ValueError(
+            f"learning rate schedule: gave {float(value)} at step {int(count)}; a learning rate must be a "
+            "finite number >= 0"
+        )
+    return value
 
 
 def scale_by_learning_rate(learning_rate: float | Schedule) -> GradientTransformation:
