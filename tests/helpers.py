@@ -45,7 +45,9 @@ def check_gradients(layer, params, state, x, *, key=None, train=False, max_entri
     import jax
     import jax.numpy as jnp
 
-    params, state, x = (backend.tree_cast(on_backend(t, "numpy"), np.float64) for t in (params, state, x))
+    # every leaf of params and input in float64 (a boolean mask too), as check_layer does
+    params, x = (backend.tree_map(lambda a: np.asarray(a, np.float64), on_backend(t, "numpy")) for t in (params, x))
+    state = backend.tree_cast(on_backend(state, "numpy"), np.float64)
     y, new_state, _ = layer.fwd(params, state, x, key=key, train=train)
     rng = np.random.default_rng(seed + 1)
     cot = backend.tree_map(lambda a: rng.standard_normal(np.shape(a)), y)

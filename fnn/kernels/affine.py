@@ -5,7 +5,8 @@
   just made, so no second ``(batch, features)`` array is allocated (the
   NumPy MLP benchmark's forward pass).
 
-``"auto"`` takes the NumPy form for NumPy arrays of one dtype, else ``"xla"``.
+``"auto"`` takes the NumPy form for NumPy arrays of one dtype, else ``"xla"``
+(:func:`fnn.kernels.plan.numpy_or_xla`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from fnn.kernels import plan
 
 __all__ = ["IMPLEMENTATIONS", "affine"]
 
@@ -27,14 +30,13 @@ def _numpy_ready(y: Any, b: Any) -> bool:
 
 def affine(x: Array, w: Array, b: Array | None, *, implementation: str = "auto") -> Array:
     """``x @ w + b`` (``b`` broadcast over the leading axes; ``None``: no bias)."""
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"affine: implementation must be one of {IMPLEMENTATIONS}; got {implementation!r}")
     y = x @ w
+    form = plan.numpy_or_xla(
+        "affine", implementation, numpy_ready=b is None or _numpy_ready(y, b), needs="NumPy arrays of one dtype"
+    )
     if b is None:
         return y
-    if implementation == "numpy" and not _numpy_ready(y, b):
-        raise TypeError("affine(implementation='numpy') needs NumPy arrays of one dtype; use 'auto' or 'xla'")
-    if implementation != "xla" and _numpy_ready(y, b):
+    if form == "numpy":
         y += b  # y is the product just made: nobody else holds it
         return y
     return y + b.reshape((1,) * (y.ndim - 1) + b.shape)  # explicit: no implicit rank promotion

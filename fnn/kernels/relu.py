@@ -11,7 +11,8 @@ at 0 is 0.
   masked instead of selected: ``numpy.where`` is about ten times slower on a
   mixed mask (a mispredicted branch per element). Same result, bit for bit.
 
-``"auto"`` takes the NumPy form where it applies, else ``"xla"``.
+``"auto"`` takes the NumPy form where it applies, else ``"xla"``
+(:func:`fnn.kernels.plan.numpy_or_xla`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from fnn import backend
+from fnn.kernels import plan
 
 __all__ = ["IMPLEMENTATIONS", "relu_select"]
 
@@ -44,12 +46,8 @@ def _numpy_ready(x: Any, values: Any) -> bool:
 
 def relu_select(x: Array, values: Array, *, implementation: str = "auto") -> Array:
     """``values`` where ``x`` is not ``<= 0`` (positive or NaN), exactly 0 elsewhere."""
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"relu_select: implementation must be one of {IMPLEMENTATIONS}; got {implementation!r}")
-    ready = _numpy_ready(x, values)
-    if implementation == "numpy" and not ready:
-        raise TypeError("relu_select(implementation='numpy') needs NumPy float arrays of one shape; use 'auto'")
-    if implementation != "xla" and ready:
+    needs = "NumPy float arrays of one shape"
+    if plan.numpy_or_xla("relu_select", implementation, numpy_ready=_numpy_ready(x, values), needs=needs) == "numpy":
         signed, unsigned = _INT_OF_SIZE[values.dtype.itemsize]
         keep = np.subtract((x <= 0).astype(signed), 1).view(unsigned)  # all ones where kept, else 0
         return np.bitwise_and(values.view(unsigned), keep, out=keep).view(values.dtype)

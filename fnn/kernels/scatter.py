@@ -16,7 +16,8 @@ the rows nobody read receive zero.
   (A sort and ``numpy.add.reduceat`` was measured too: the sort makes it 5x
   slower than ``add.at``.)
 
-``"auto"`` takes the NumPy form for NumPy arrays, else ``"xla"``.
+``"auto"`` takes the NumPy form for NumPy arrays, else ``"xla"``
+(:func:`fnn.kernels.plan.numpy_or_xla`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from fnn import backend
+from fnn.kernels import plan
 
 __all__ = ["IMPLEMENTATIONS", "scatter_add_rows"]
 
@@ -59,17 +61,14 @@ def scatter_add_rows(ids: Array, values: Array, num_rows: int, *, implementation
            [4.],
            [0.]])
     """
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"scatter_add_rows: implementation must be one of {IMPLEMENTATIONS}; got {implementation!r}")
     if np.ndim(ids) != 1 or np.ndim(values) != 2 or np.shape(ids)[0] != np.shape(values)[0]:
         raise ValueError(
             f"scatter_add_rows: expected ids (n,) and values (n, F); got shapes {np.shape(ids)} and {np.shape(values)}"
         )
-    ready = _numpy_ready(ids, values)
-    if implementation == "numpy" and not ready:
-        raise TypeError("scatter_add_rows(implementation='numpy') needs NumPy arrays with float values; use 'auto'")
+    needs = "NumPy arrays with float values"
+    form = plan.numpy_or_xla("scatter_add_rows", implementation, numpy_ready=_numpy_ready(ids, values), needs=needs)
     features = values.shape[1]
-    if implementation != "xla" and ready:
+    if form == "numpy":
         cells = (ids.astype(np.int64)[:, None] * features + np.arange(features)[None, :]).reshape(-1)
         out = np.bincount(cells, weights=values.reshape(-1), minlength=num_rows * features)
         return out.reshape(num_rows, features).astype(values.dtype, copy=False)

@@ -12,7 +12,8 @@ NumPy has no ``erf`` (and SciPy is not a dependency of fnn), JAX has ``lax.erf``
   element: about 0.1 s per million elements on a 2-core x86 CPU (``lax.erf``
   takes about 0.04 s there), slow for big activations but exact; NaN gives NaN.
 
-``"auto"`` takes the NumPy form for NumPy arrays, else ``"xla"``.
+``"auto"`` takes the NumPy form for NumPy arrays, else ``"xla"``
+(:func:`fnn.kernels.plan.numpy_or_xla`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from fnn import backend
+from fnn.kernels import plan
 
 __all__ = ["IMPLEMENTATIONS", "erf"]
 
@@ -40,12 +42,8 @@ def erf(x: Array, *, implementation: str = "auto") -> Array:
     >>> erf(np.array([0.0, 1.0, -np.inf]))
     array([ 0.        ,  0.84270079, -1.        ])
     """
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"erf: implementation must be one of {IMPLEMENTATIONS}; got {implementation!r}")
     is_numpy = not backend.is_jax_array(x)
-    if implementation == "numpy" and not is_numpy:
-        raise TypeError("erf(implementation='numpy') needs a NumPy array; use 'auto'")
-    if implementation != "xla" and is_numpy:
+    if plan.numpy_or_xla("erf", implementation, numpy_ready=is_numpy, needs="a NumPy array") == "numpy":
         x = np.asarray(x)
         dtype = x.dtype if x.dtype.kind == "f" else np.dtype(np.float64)
         return np.asarray(_MATH_ERF(x.astype(np.float64)), dtype=np.float64).astype(dtype, copy=False)
