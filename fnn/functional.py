@@ -19,9 +19,12 @@ import numpy as np
 from fnn.backend import namespace
 from fnn.kernels.relu import relu_select
 
+from fnn._attention import dot_product_attention  # attention
+
 Array = Any
 
 __all__ = [
+    "dot_product_attention",
     "elu",
     "gelu",
     "identity",
