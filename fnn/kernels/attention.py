@@ -32,11 +32,16 @@ Forms (``implementation``):
   least :data:`BLOCKED_FROM`, else ``"xla"``.
 
 Measured on a 2-core Xeon VM, JAX 0.10 CPU, float32, N=1, H=4, K=V=32, the
-jitted forward + backward (``python -m benchmarks.attention``): at T=256 both
-forms take the same time; from T=512 the blocked form is as fast or faster
-and its compiled temporaries are ``~block/T`` of the plain form's; blocks of
-128 / 256 / 512 keys were within 10% of each other in time, 256 the best at
-T=1024-2048 (smaller blocks: less memory, more loop overhead).
+jitted forward + backward (``python -m benchmarks.attention --block B``):
+
+* at T=256 the plain form was the faster (1.7 ms against 2.4 ms blocked) and
+  its temporaries barely larger (3.0 against 2.8 MiB): one block buys nothing;
+* from T=512 the blocked form was as fast or faster than the plain one
+  (T=512: 8.7-13 ms against 29 ms) and its compiled temporaries ``~block/T``
+  of the plain form's;
+* 128-key blocks: temp memory 0.35x autodiff at T=512 and 0.07x at T=2048;
+  256-key blocks: 0.66x and 0.13x; 512-key blocks: 0.75x and 0.26x, with
+  times within the machine's noise of each other. 128 is the default.
 
 Dropout: the mask is drawn in tiles of :data:`DROPOUT_TILE` keys, tile ``c``
 from ``fold_in(key, c)`` as ``bernoulli(keep, (N, H, Tq, DROPOUT_TILE))``, so
@@ -58,7 +63,7 @@ __all__ = ["IMPLEMENTATIONS", "BLOCK_SIZE", "BLOCKED_FROM", "DROPOUT_TILE", "res
 
 Array = Any
 IMPLEMENTATIONS = ("auto", "xla", "blocked")
-BLOCK_SIZE = 256  # keys per block of the blocked form (measured, see the module docstring)
+BLOCK_SIZE = 128  # keys per block of the blocked form (measured, see the module docstring)
 BLOCKED_FROM = 512  # "auto" takes the blocked form from this many keys on
 DROPOUT_TILE = 32  # keys per tile of the dropout mask (block sizes are multiples of it)
 

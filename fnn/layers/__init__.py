@@ -24,6 +24,7 @@ from fnn.layers.normalization import batch_norm, layer_norm
 from fnn.layers.pooling import avg_pool, global_avg_pool, max_pool
 from fnn.layers.reshape import flatten, reshape
 from fnn.layers.recurrent import gru, lstm, rnn
+from fnn.layers.attention import multi_head_attention, transformer_block
 
 __all__ = [
     "dense",
@@ -57,4 +58,6 @@ __all__ = [
     "fan_out",
     "fan_in_sum",
     "fan_in_concat",
+    "multi_head_attention",
+    "transformer_block",
 ]
