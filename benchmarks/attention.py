@@ -73,7 +73,8 @@ def format_table(rows: list[dict]) -> str:
     for r in rows:
         lines.append(
             f"| {r['T']} | {r['manual_seconds'] * 1e3:.2f} | {r['autodiff_seconds'] * 1e3:.2f} | {r['time_ratio']:.2f} "
-            f"| {r['manual_temp_bytes'] / 2**20:.2f} | {r['autodiff_temp_bytes'] / 2**20:.2f} | {r['memory_ratio']:.3f} |"
+            f"| {r['manual_temp_bytes'] / 2**20:.2f} | {r['autodiff_temp_bytes'] / 2**20:.2f} "
+            f"| {r['memory_ratio']:.3f} |"
         )
     return "\n".join(lines)
 

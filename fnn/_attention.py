@@ -25,7 +25,9 @@ def from_heads_first(xp, a: Array) -> Array:
     return xp.swapaxes(a, 1, 2)
 
 
-def broadcast_mask(mask: Array | None, full: tuple[int, int, int, int], where: str = "dot_product_attention") -> Array | None:
+def broadcast_mask(
+    mask: Array | None, full: tuple[int, int, int, int], where: str = "dot_product_attention"
+) -> Array | None:
     """A boolean ``mask`` broadcastable to ``full = (N, H, Tq, Tk)`` as a 4-D array
     whose every axis is 1 or the full size (leading axes added as in NumPy)."""
     if mask is None:

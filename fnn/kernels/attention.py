@@ -68,7 +68,7 @@ BLOCKED_FROM = 512  # "auto" takes the blocked form from this many keys on
 DROPOUT_TILE = 32  # keys per tile of the dropout mask (block sizes are multiples of it)
 
 
-def resolve(implementation: str, tk: int, block_size: int | None, dropout_key: Any) -> tuple[str, int]:
+def resolve(implementation: str, tk: int, block_size: int | None = None) -> tuple[str, int]:
     """The form and the block size that ``implementation`` means for ``tk`` keys."""
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"attention: implementation must be one of {IMPLEMENTATIONS}; got {implementation!r}")
@@ -286,7 +286,7 @@ def attention_fwd(
     """``(o (N, H, Tq, V), lse (N, H, Tq, 1))`` for ``q, k, v`` in the kernel's
     layout (module docstring); ``mask`` boolean, 4-D, broadcastable to ``(N, H, Tq, Tk)``."""
     xp, ct, keep, key, scale = _prepare(q, k, v, dropout_rate, dropout_key)
-    form, block = resolve(implementation, k.shape[2], block_size, key)
+    form, block = resolve(implementation, k.shape[2], block_size)
     q32, k32, v32 = q.astype(ct), k.astype(ct), v.astype(ct)
     if form == "xla":
         o, lse = _xla_fwd(xp, q32, k32, v32, mask, causal, keep, key, scale)
@@ -302,7 +302,8 @@ def attention_bwd(
 ) -> tuple[Array, Array, Array]:
     """``(dq, dk, dv)`` from the forward's ``q, k, v, o, lse`` and the output's cotangent ``do``."""
     xp, ct, keep, key, scale = _prepare(q, k, v, dropout_rate, dropout_key)
-    form, block = resolve(implementation, k.shape[2], block_size, key)
-    args = (xp, q.astype(ct), k.astype(ct), v.astype(ct), o.astype(ct), lse, do.astype(ct), mask, causal, keep, key, scale)
+    form, block = resolve(implementation, k.shape[2], block_size)
+    q, k, v, o, do = (a.astype(ct) for a in (q, k, v, o, do))
+    args = (xp, q, k, v, o, lse, do, mask, causal, keep, key, scale)
     dq, dk, dv = _xla_bwd(*args) if form == "xla" else _blocked_bwd(*args, block)
     return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)
