@@ -74,6 +74,9 @@ def dot_product_attention(
     A query with no key to attend gets a zero output (``jax.nn`` gives the
     mean of ``v`` there instead). Runs on NumPy and JAX arrays; the form
     (``implementation``) is the choice of :mod:`fnn.kernels.attention`.
+    ``jax.grad`` of this function differentiates its forward; the hand-written
+    backward (:func:`fnn.kernels.attention.attention_bwd`) is the one
+    ``multi_head_attention``'s ``bwd`` runs.
 
     >>> import numpy as np, fnn
     >>> q = np.zeros((1, 2, 1, 4)); v = np.arange(6.0).reshape(1, 3, 1, 2)

@@ -98,7 +98,7 @@ def _allowed(xp, mask: Array | None, causal: bool, tq: int, start: Any, width: i
         rule = xp.arange(tq).reshape(tq, 1) >= keys.reshape(1, width)
         rule = rule.reshape(1, 1, tq, width)
         allowed = rule if allowed is None else allowed & rule
-    if (start is not None and not isinstance(start, int)) or start + width > tk:
+    if not isinstance(start, int) or start + width > tk:  # a traced block start, or padded keys
         real = (keys < tk).reshape(1, 1, 1, width)
         allowed = real if allowed is None else allowed & real
     return allowed
