@@ -125,6 +125,7 @@ def test_kernel_rows_without_keys_have_zero_output_and_gradient():
 def test_kernel_resolve_and_block_size():
     assert kernel.resolve("auto", kernel.BLOCKED_FROM - 1) == ("xla", kernel.BLOCK_SIZE)
     assert kernel.resolve("auto", kernel.BLOCKED_FROM) == ("blocked", kernel.BLOCK_SIZE)
+    assert kernel.resolve("auto", 4096, platform="gpu") == ("xla", kernel.BLOCK_SIZE)  # measured on CPU only
     with pytest.raises(ValueError, match="multiple"):
         kernel.resolve("blocked", 10, 40)
     with pytest.raises(ValueError, match="key"):
