@@ -20,9 +20,12 @@ from fnn.backend import namespace
 from fnn.kernels.relu import relu_select
 from fnn.kernels.special import erf
 
+from fnn._attention import dot_product_attention  # attention
+
 Array = Any
 
 __all__ = [
+    "dot_product_attention",
     "elu",
     "gelu",
     "identity",

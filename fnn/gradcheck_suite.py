@@ -180,6 +180,13 @@ CASES: list[Case] = [
     Case("lstm", lambda: L.lstm(4), (2, 5, 3)),
     Case("lstm (sequences)", lambda: L.lstm(4, return_sequences=True), (2, 5, 3)),
     Case("gru", lambda: L.gru(4), (2, 5, 3)),
+    # attention (use_bias=False: the key projection's bias has an exactly zero gradient, which finite
+    # differences only see as round-off; tests/test_attention.py checks the biases apart)
+    Case("multi_head_attention", lambda: L.multi_head_attention(2, use_bias=False), (2, 4, 6)),
+    Case("multi_head_attention causal", lambda: L.multi_head_attention(2, causal=True, use_bias=False), (2, 4, 6)),
+    Case("multi_head_attention dropout (train)", lambda: L.multi_head_attention(2, dropout_rate=0.3, use_bias=False),
+         (2, 4, 6), train=True),
+    Case("transformer_block", lambda: L.transformer_block(2, 8, causal=True, use_bias=False), (2, 4, 6)),
     # combinators
     Case("serial", lambda: L.serial(L.dense(4), L.tanh, L.dense(2)), (3, 5)),
     Case("residual", lambda: L.residual(L.serial(L.dense(5), L.tanh)), (3, 5)),

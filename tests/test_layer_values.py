@@ -41,6 +41,8 @@ FACTORIES = {
     "conv_transpose": (lambda: L.conv_transpose(4, (3, 3), stride=2), lambda: L.conv_transpose(4, (3, 3))),
     "max_pool": (lambda: L.max_pool(2), lambda: L.max_pool(3)),
     "avg_pool": (lambda: L.avg_pool((2, 2), padding="same"), lambda: L.avg_pool((2, 2))),
+    "multi_head_attention": (lambda: L.multi_head_attention(4), lambda: L.multi_head_attention(4, causal=True)),
+    "transformer_block": (lambda: L.transformer_block(2, 16), lambda: L.transformer_block(2, 32)),
     "mlp": (lambda: models.mlp((8, 4)), lambda: models.mlp((8, 5))),
     "lenet5": (lambda: models.lenet5(), lambda: models.lenet5(num_classes=3)),
     "resnet": (lambda: models.resnet(), lambda: models.resnet(num_classes=3)),

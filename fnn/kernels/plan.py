@@ -212,3 +212,29 @@ def numpy_or_xla(kernel: str, implementation: str, *, numpy_ready: bool, needs: 
     if implementation == "auto":
         return "numpy" if numpy_ready else "xla"
     return implementation
+
+
+# --------------------------------------------------------------------------- #
+# Attention
+# --------------------------------------------------------------------------- #
+
+ATTENTION_BLOCK_SIZE = 128  # keys per block of the blocked form
+ATTENTION_BLOCKED_FROM = 512  # "auto" takes the blocked form from this many keys on
+
+
+def attention_form(tk: int, platform: str) -> str:
+    """The form of :mod:`fnn.kernels.attention` that ``"auto"`` runs for ``tk`` keys.
+
+    ``"blocked"`` (loops over blocks of :data:`ATTENTION_BLOCK_SIZE` keys) on a
+    CPU or NumPy from :data:`ATTENTION_BLOCKED_FROM` keys on, else ``"xla"``
+    (the whole score matrix). Measured on the 2-core Xeon VM, JAX 0.10 CPU,
+    float32, N=1, H=4, K=V=32, the jitted forward + backward: at T=256 the
+    plain form was faster (1.7 against 2.4 ms) and barely larger; from T=512
+    the blocked one was as fast or faster (8.7-13 against 29 ms) with
+    temporaries about ``block / T`` of the plain form's; 128-key blocks gave
+    0.35x / 0.07x autodiff's temp memory at T=512 / 2048 (256: 0.66x / 0.13x,
+    512: 0.75x / 0.26x) at equal speed. NumPy: blocked 14 / 23 / 136 ms
+    against plain 18 / 65 / 188 ms at T = 256 / 512 / 1024. GPUs and TPUs
+    were not measured: there the plain form runs (its backward still
+    recomputes the probabilities)."""
+    return "blocked" if platform in ("cpu", "numpy") and tk >= ATTENTION_BLOCKED_FROM else "xla"

@@ -24,6 +24,8 @@ from fnn.layers.normalization import batch_norm, layer_norm
 from fnn.layers.pooling import avg_pool, global_avg_pool, max_pool
 from fnn.layers.reshape import flatten, reshape
 from fnn.layers.recurrent import gru, lstm, rnn
+from fnn.layers.attention import multi_head_attention
+from fnn.layers.transformer import transformer_block
 
 # sequence layers
 from fnn.layers.activations import gelu_exact, silu
@@ -76,4 +78,6 @@ __all__ = [
     "gelu_exact",
     "bidirectional",
     "sinusoidal_positions",
+    "multi_head_attention",
+    "transformer_block",
 ]
