@@ -31,7 +31,7 @@ from fnn.core import (
     single_shape,
 )
 
-__all__ = ["serial", "parallel", "fan_out", "fan_in_sum", "fan_in_concat", "residual", "unique_names"]
+__all__ = ["serial", "parallel", "fan_out", "fan_in_sum", "fan_in_concat", "residual", "unique_names", "modes"]
 
 Call = Callable[[Layer, Any, Any, Any, Any, bool], tuple[Any, Any, Any]]
 
@@ -45,8 +45,12 @@ def _call_apply(child: Layer, params: Any, state: Any, x: Any, key: Any, train: 
     return y, new_state, None
 
 
-def _modes(forward: Callable) -> dict[str, Callable]:
-    """``fwd`` and ``apply`` of a combinator from its one ``forward(..., call)``."""
+def modes(forward: Callable) -> dict[str, Callable]:
+    """``{"fwd": ..., "apply": ...}`` of a layer made of layers, from its one
+    ``forward(params, state, x, key, train, call)``, where ``call(child, params,
+    state, x, key, train) -> (y, new_state, residuals)`` runs one child: with
+    the child's ``fwd`` for ``fwd``, with its ``apply`` (residuals ``None``) for
+    ``apply``. Pass both to :class:`fnn.Layer` (``apply=``)."""
 
     def fwd(params, state, x, key, train):
         return forward(params, state, x, key, train, _call_fwd)
@@ -167,7 +171,7 @@ def serial(*layers: Layer, name: str = "serial") -> Layer:
                 grads[n], dy = layers[i].bwd(params[n], residuals[n], dy, input_grad=input_grad or i > 0)
         return grads, dy
 
-    return Layer(name, init=init, out_shape=out_shape, bwd=bwd, sublayers=sublayers, **_modes(forward))
+    return Layer(name, init=init, out_shape=out_shape, bwd=bwd, sublayers=sublayers, **modes(forward))
 
 
 @layer_factory
@@ -207,7 +211,7 @@ def parallel(*layers: Layer, name: str = "parallel") -> Layer:
             dxs.append(dxi)
         return grads, tuple(dxs)
 
-    return Layer(name, init=init, out_shape=out_shape, bwd=bwd, sublayers=sublayers, **_modes(forward))
+    return Layer(name, init=init, out_shape=out_shape, bwd=bwd, sublayers=sublayers, **modes(forward))
 
 
 # --------------------------------------------------------------------------- #
@@ -364,4 +368,4 @@ def residual(layer: Layer, shortcut: Layer | None = None, *, name: str = "residu
             dx = dx + dy
         return grads, dx
 
-    return Layer(name, init=init, out_shape=out_shape, bwd=bwd, sublayers=sublayers, **_modes(forward))
+    return Layer(name, init=init, out_shape=out_shape, bwd=bwd, sublayers=sublayers, **modes(forward))

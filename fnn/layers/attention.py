@@ -123,6 +123,80 @@ def _project_bwd(z: Array, dz: Array, w: Array, use_bias: bool, input_grad: bool
     return grads, (rows @ w.reshape(d, -1).T).reshape(n, t, d) if input_grad else None
 
 
+def _check_args(name: str, num_heads: Any, sizes: tuple, dropout_rate: Any, implementation: str) -> tuple[int, float]:
+    """``(num_heads, dropout_rate)`` checked, with the optional sizes and the kernel's form."""
+    heads = check_positive_int(name, "num_heads", num_heads)
+    for what, value in zip(("key_size", "value_size", "out_features"), sizes):
+        if value is not None:
+            check_positive_int(name, what, value)
+    if isinstance(dropout_rate, bool) or not isinstance(dropout_rate, (int, float)) or not 0.0 <= dropout_rate < 1.0:
+        raise ValueError(f"{name}: dropout_rate must be in [0, 1); got {dropout_rate!r}")
+    kernel.resolve(implementation, 1)  # a bad name fails here
+    return heads, float(dropout_rate)
+
+
+def _init_params(key: Any, shapes: dict, w_init: Any, b_init: Any, dtype: Any) -> dict:
+    """Fresh projections: each ``w`` drawn as the matrix it multiplies as (fans of
+    ``(D, H*K)``, or ``(H*V, D_out)`` for "out"), then shaped per head."""
+    params = {}
+    for i, (part, leaves) in enumerate(shapes.items()):
+        k_w, k_b = backend.split(backend.fold_in(key, i))
+        w = leaves["w"]
+        flat = (int(np.prod(w[:-1])), w[-1]) if part == "out" else (w[0], int(np.prod(w[1:])))
+        params[part] = {"w": w_init(k_w, flat, dtype).reshape(w)}
+        if "b" in leaves:
+            params[part]["b"] = b_init(k_b, leaves["b"], dtype)
+    return params
+
+
+def _out(xp, o_t: Array, p: dict, use_bias: bool) -> Array:
+    """The output projection: ``(N, T, H, V) -> (N, T, D_out)`` as one product over ``H * V``."""
+    n, t, h, v = o_t.shape
+    y = o_t.reshape(n * t, h * v) @ p["w"].reshape(h * v, -1)
+    if use_bias:
+        y = y + p["b"].reshape(1, -1)
+    return y.reshape(n, t, -1)
+
+
+def _backward(params: dict, res: dict, dy: Array, input_grad: bool, *, use_bias: bool, causal: bool, rate: float,
+              implementation: str) -> tuple:
+    """multi_head_attention's hand-written backward: the output projection's, the attention
+    kernel's (recomputing the probabilities from the log-sum-exp), then the three projections'."""
+    xp = backend.namespace(res["q"], dy)
+    q, k, v, o = res["q"], res["k"], res["v"], res["o"]
+    n, h, t, v_size = o.shape
+    w_out = params["out"]["w"]
+    dy_rows = dy.reshape(n * t, -1)
+    o_rows = from_heads_first(xp, o).reshape(n * t, h * v_size)
+    grads = {"out": {"w": (o_rows.T @ dy_rows).reshape(w_out.shape)}}
+    if use_bias:
+        grads["out"]["b"] = dy_rows.sum(axis=0)
+    do = to_heads_first(xp, (dy_rows @ w_out.reshape(h * v_size, -1).T).reshape(n, t, h, v_size))
+    drop = "dropout_key" in res
+    dq, dk, dv = kernel.attention_bwd(q, k, v, o, res["lse"], do, mask=res.get("mask4"), causal=causal,
+                                      dropout_rate=rate if drop else 0.0, dropout_key=res.get("dropout_key"),
+                                      implementation=implementation)
+    cross = "context" in res
+    x, c = res["x"], res.get("context", res["x"])
+    grads["query"], dx = _project_bwd(x, from_heads_first(xp, dq), params["query"]["w"], use_bias, input_grad)
+    grads["key"], dc_k = _project_bwd(c, from_heads_first(xp, dk), params["key"]["w"], use_bias, input_grad)
+    grads["value"], dc_v = _project_bwd(c, from_heads_first(xp, dv), params["value"]["w"], use_bias, input_grad)
+    if not input_grad:
+        return grads, None
+    dc = dc_k + dc_v
+    if not cross:
+        dx = dx + dc
+    if "given" not in res:
+        return grads, dx
+    dinputs = {g: None for g in res["given"]}
+    dinputs["x"] = dx
+    if cross:
+        dinputs["context"] = dc
+    if "mask" in dinputs:
+        dinputs["mask"] = mask_cotangent(xp, res["given"]["mask"])
+    return grads, dinputs
+
+
 @layer_factory
 def multi_head_attention(
     num_heads: int,
@@ -156,14 +230,7 @@ def multi_head_attention(
     >>> mha.apply(params, state, np.ones((3, 5, 8), np.float32))[0].shape
     (3, 5, 8)
     """
-    heads = check_positive_int(name, "num_heads", num_heads)
-    for what, value in (("key_size", key_size), ("value_size", value_size), ("out_features", out_features)):
-        if value is not None:
-            check_positive_int(name, what, value)
-    if isinstance(dropout_rate, bool) or not isinstance(dropout_rate, (int, float)) or not 0.0 <= dropout_rate < 1.0:
-        raise ValueError(f"{name}: dropout_rate must be in [0, 1); got {dropout_rate!r}")
-    rate = float(dropout_rate)
-    kernel.resolve(implementation, 1)  # a bad name fails here
+    heads, rate = _check_args(name, num_heads, (key_size, value_size, out_features), dropout_rate, implementation)
 
     def sizes(d: int) -> tuple[int, int, int]:
         k = key_size if key_size is not None else d // heads
@@ -191,15 +258,7 @@ def multi_head_attention(
     def init(key, shape, dtype):
         x_shape, c_shape = input_shapes(shape)
         d = x_shape[2]
-        params = {}
-        for i, (part, leaves) in enumerate(shapes(d, d if c_shape is None else c_shape[2]).items()):
-            k_w, k_b = backend.split(backend.fold_in(key, i))
-            w = leaves["w"]
-            flat = (int(np.prod(w[:-1])), w[-1]) if part == "out" else (w[0], int(np.prod(w[1:])))
-            params[part] = {"w": w_init(k_w, flat, dtype).reshape(w)}
-            if use_bias:
-                params[part]["b"] = b_init(k_b, leaves["b"], dtype)
-        return params, {}
+        return _init_params(key, shapes(d, d if c_shape is None else c_shape[2]), w_init, b_init, dtype), {}
 
     def fwd(params, state, inputs, key, train):
         x, context, mask, given = split_input(name, inputs)
@@ -225,60 +284,15 @@ def multi_head_attention(
         opts = dict(mask=mask4, causal=causal, dropout_rate=rate if drop else 0.0, dropout_key=key if drop else None,
                     implementation=implementation)
         o, lse = kernel.attention_fwd(q, k, v, **opts)
-        o_t = from_heads_first(xp, o)
-        y = _out(xp, o_t, params["out"])
-        res = {"x": x, "q": q, "k": k, "v": v, "o": o, "lse": lse}
-        if context is not None:
-            res["context"] = context
-        if mask4 is not None:
-            res["mask4"] = mask4
-        if drop:
-            res["dropout_key"] = key
-        if given is not None:
-            res["given"] = {g: (mask if g == "mask" else None) for g in given}
-        return y, state, res
-
-    def _out(xp, o_t, p):
-        n, t, h, v = o_t.shape
-        y = o_t.reshape(n * t, h * v) @ p["w"].reshape(h * v, -1)
-        if use_bias:
-            y = y + p["b"].reshape(1, -1)
-        return y.reshape(n, t, -1)
+        y = _out(xp, from_heads_first(xp, o), params["out"], use_bias)
+        res = {"x": x, "q": q, "k": k, "v": v, "o": o, "lse": lse, "context": context, "mask4": mask4,
+               "dropout_key": key if drop else None,
+               "given": None if given is None else {g: (mask if g == "mask" else None) for g in given}}
+        return y, state, {k_: v_ for k_, v_ in res.items() if v_ is not None}
 
     def bwd(params, res, dy, *, input_grad=True):
-        xp = backend.namespace(res["q"], dy)
-        q, k, v, o = res["q"], res["k"], res["v"], res["o"]
-        n, h, t, v_size = o.shape
-        w_out = params["out"]["w"]
-        dy_rows = dy.reshape(n * t, -1)
-        o_rows = from_heads_first(xp, o).reshape(n * t, h * v_size)
-        grads = {"out": {"w": (o_rows.T @ dy_rows).reshape(w_out.shape)}}
-        if use_bias:
-            grads["out"]["b"] = dy_rows.sum(axis=0)
-        do = to_heads_first(xp, (dy_rows @ w_out.reshape(h * v_size, -1).T).reshape(n, t, h, v_size))
-        drop = "dropout_key" in res
-        dq, dk, dv = kernel.attention_bwd(q, k, v, o, res["lse"], do, mask=res.get("mask4"), causal=causal,
-                                          dropout_rate=rate if drop else 0.0, dropout_key=res.get("dropout_key"),
-                                          implementation=implementation)
-        cross = "context" in res
-        x, c = res["x"], res.get("context", res["x"])
-        grads["query"], dx = _project_bwd(x, from_heads_first(xp, dq), params["query"]["w"], use_bias, input_grad)
-        grads["key"], dc_k = _project_bwd(c, from_heads_first(xp, dk), params["key"]["w"], use_bias, input_grad)
-        grads["value"], dc_v = _project_bwd(c, from_heads_first(xp, dv), params["value"]["w"], use_bias, input_grad)
-        if not input_grad:
-            return grads, None
-        dc = dc_k + dc_v
-        if not cross:
-            dx = dx + dc
-        if "given" not in res:
-            return grads, dx
-        dinputs = {g: None for g in res["given"]}
-        dinputs["x"] = dx
-        if cross:
-            dinputs["context"] = dc
-        if "mask" in dinputs:
-            dinputs["mask"] = mask_cotangent(xp, res["given"]["mask"])
-        return grads, dinputs
+        opts = dict(use_bias=use_bias, causal=causal, rate=rate, implementation=implementation)
+        return _backward(params, res, dy, input_grad, **opts)
 
     return Layer(name, init, out_shape, fwd, bwd)
 

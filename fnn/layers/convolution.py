@@ -335,9 +335,7 @@ def conv_transpose(
 
     def fwd(params, state, x, key, train):
         rank, window, strides, pads, y_shape = geometry(tuple(np.shape(expect_single(name, x))))
-        expected = {"w": (*window, x.shape[-1], features)}
-        if use_bias:
-            expected["b"] = (features,)
+        expected = {"w": (*window, x.shape[-1], features), **({"b": (features,)} if use_bias else {})}
         check_param_shapes(name, params, expected)
         xp = backend.namespace(x, params)
         dtype = xp.result_type(x.dtype, params["w"].dtype)

@@ -5,11 +5,12 @@ that its backward pass is the composition of their hand-written rules."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from fnn import backend
-from fnn.combinators import serial
+from fnn.combinators import modes, serial
 from fnn.core import Layer, LayerError, check_keys, check_positive_int, is_multi_shape, layer_factory, scope
 from fnn.layers.activations import gelu
 from fnn.layers.attention import check_sequence, mask_cotangent, multi_head_attention, split_input
@@ -20,13 +21,37 @@ from fnn.layers.normalization import layer_norm
 __all__ = ["transformer_block"]
 
 
-def _call_fwd(child: Layer, params, state, x, key, train):
-    return child.fwd(params, state, x, key=key, train=train)
+def _backward(parts: dict, params: dict, res: dict, dy: Any, input_grad: bool, drop: bool) -> tuple:
+    """The block's backward: its children's hand-written rules in reverse, each
+    residual add passing ``dy`` to both of its branches."""
+    given = res.get("given")
+    passed_on = None
+    if given is not None:
+        dy, passed_on = dy["x"], dy.get("mask")
 
+    def back(n, d, need=True):
+        with scope(n):
+            g, dz = parts[n].bwd(params.get(n, {}), res[n], d, input_grad=need)
+        if n in params:
+            grads[n] = g
+        return dz
 
-def _call_apply(child: Layer, params, state, x, key, train):
-    y, new_state = child.apply(params, state, x, key=key, train=train)
-    return y, new_state, None
+    grads = {}
+    dh = dy + back("mlp_norm", back("mlp", dy))
+    da = back("dropout", dh) if drop else dh
+    da = back("attention", da)
+    if isinstance(da, Mapping):
+        da = da["x"]
+    dx = back("attention_norm", da, input_grad)
+    if not input_grad:
+        return grads, None
+    dx = dh + dx
+    if given is None:
+        return grads, dx
+    dinputs = {"x": dx}
+    if "mask" in given:
+        dinputs["mask"] = mask_cotangent(backend.namespace(dy), given["mask"], passed_on)
+    return grads, dinputs
 
 
 @layer_factory
@@ -114,41 +139,7 @@ def transformer_block(
         return y, new_state, res
 
     def bwd(params, res, dy, *, input_grad=True):
-        given = res.get("given")
-        passed_on = None
-        if given is not None:
-            dy, passed_on = dy["x"], dy.get("mask")
-        parts = children(params["mlp"]["dense_1"]["w"].shape[1])
+        return _backward(children(params["mlp"]["dense_1"]["w"].shape[1]), params, res, dy, input_grad, bool(drop))
 
-        def back(n, d, need=True):
-            with scope(n):
-                g, dz = parts[n].bwd(params.get(n, {}), res[n], d, input_grad=need)
-            if n in params:
-                grads[n] = g
-            return dz
-
-        grads = {}
-        dh = dy + back("mlp_norm", back("mlp", dy))
-        da = back("dropout", dh) if drop else dh
-        da = back("attention", da)
-        if isinstance(da, Mapping):
-            da = da["x"]
-        dx = back("attention_norm", da, input_grad)
-        if not input_grad:
-            return grads, None
-        dx = dh + dx
-        if given is None:
-            return grads, dx
-        dinputs = {"x": dx}
-        if "mask" in given:
-            dinputs["mask"] = mask_cotangent(backend.namespace(dy), given["mask"], passed_on)
-        return grads, dinputs
-
-    def fwd(params, state, x, key, train):
-        return forward(params, state, x, key, train, _call_fwd)
-
-    def apply(params, state, x, key, train):
-        y, new_state, _ = forward(params, state, x, key, train, _call_apply)
-        return y, new_state
-
-    return Layer(name, init, out_shape, fwd, bwd, apply=apply)
+    both = modes(forward)  # fwd runs the children's fwd, apply their own apply
+    return Layer(name, init, out_shape, both["fwd"], bwd, apply=both["apply"])
