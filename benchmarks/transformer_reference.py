@@ -21,11 +21,18 @@ import jax.numpy as jnp
 Params = dict[str, Any]
 
 
+def lead(b: jax.Array, y: jax.Array) -> jax.Array:
+    """``b`` with leading axes of size 1 up to ``y``'s rank (the broadcast spelled out:
+    no implicit rank promotion)."""
+    return b.reshape((1,) * (y.ndim - b.ndim) + b.shape)
+
+
 def layer_norm(p: Params, x: jax.Array, eps: float = 1e-5) -> jax.Array:
     """Normalise the last axis with its mean and biased variance, then ``scale * x + bias``."""
     mean = jnp.mean(x, axis=-1, keepdims=True)
     var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-    return (x - mean) * jax.lax.rsqrt(var + eps) * p["scale"] + p["bias"]
+    y = (x - mean) * jax.lax.rsqrt(var + eps)
+    return y * lead(p["scale"], y) + lead(p["bias"], y)
 
 
 def gelu(x: jax.Array) -> jax.Array:
@@ -35,18 +42,19 @@ def gelu(x: jax.Array) -> jax.Array:
 
 def attention(p: Params, x: jax.Array) -> jax.Array:
     """Multi-head self-attention of ``x (N, T, D)``: softmax(q k^T / sqrt(K)) v, projected out."""
-    q = jnp.einsum("ntd,dhk->nthk", x, p["query"]["w"]) + p["query"]["b"]
-    k = jnp.einsum("ntd,dhk->nthk", x, p["key"]["w"]) + p["key"]["b"]
-    v = jnp.einsum("ntd,dhv->nthv", x, p["value"]["w"]) + p["value"]["b"]
+    q, k, v = (jnp.einsum("ntd,dhk->nthk", x, p[n]["w"]) for n in ("query", "key", "value"))
+    q, k, v = (z + lead(p[n]["b"], z) for z, n in ((q, "query"), (k, "key"), (v, "value")))
     scores = jnp.einsum("nqhk,nshk->nhqs", q, k) / math.sqrt(q.shape[-1])
     probs = jax.nn.softmax(scores, axis=-1)
     o = jnp.einsum("nhqs,nshv->nqhv", probs, v)
-    return jnp.einsum("nthv,hvd->ntd", o, p["out"]["w"]) + p["out"]["b"]
+    y = jnp.einsum("nthv,hvd->ntd", o, p["out"]["w"])
+    return y + lead(p["out"]["b"], y)
 
 
 def forward(p: Params, x: jax.Array) -> jax.Array:
     """The pre-norm block: attention branch, then MLP branch, each added to its input."""
     h = x + attention(p["attention"], layer_norm(p["attention_norm"], x))
     mlp = p["mlp"]
-    z = gelu(layer_norm(p["mlp_norm"], h) @ mlp["dense"]["w"] + mlp["dense"]["b"])
-    return h + z @ mlp["dense_1"]["w"] + mlp["dense_1"]["b"]
+    z = layer_norm(p["mlp_norm"], h) @ mlp["dense"]["w"]
+    z = gelu(z + lead(mlp["dense"]["b"], z)) @ mlp["dense_1"]["w"]
+    return h + z + lead(mlp["dense_1"]["b"], z)
