@@ -46,6 +46,9 @@ class Settings:
 
 FULL = Settings()
 QUICK = Settings(warmup=1, repeats=3, rounds=1, fit_epochs=2)
+# W6's step takes about 0.1 s (PyTorch's several times that on a busy machine):
+# fewer calls per round keep the whole suite within minutes
+SLOW_STEPS = {"W6": Settings(warmup=2, repeats=10, rounds=5, fit_epochs=2)}
 
 
 @dataclass(frozen=True)
@@ -280,7 +283,8 @@ def run(quick: bool = False, only: tuple[str, ...] | None = None, log: Callable[
             notes[key].append(f"NumPy: {note}")
     for key, workload in cases.items():
         log(f"{key} JAX contenders ...")
-        jax_times, jax_notes, mem = run_jax(workload, settings, key in MEMORY_WORKLOADS)
+        own = settings if quick else SLOW_STEPS.get(key, settings)
+        jax_times, jax_notes, mem = run_jax(workload, own, key in MEMORY_WORKLOADS)
         times[key].update(jax_times)
         notes[key] += jax_notes
         if mem:
