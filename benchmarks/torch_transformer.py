@@ -66,7 +66,8 @@ class TransformerBlock(nn.Module):
                 shape_w, shape_b = p[part]["w"].shape, p[part]["b"].shape
                 bindings.append(Reshaped(("attention", part, "w"), self.qkv.weight[lo:hi], "dense", fnn_shape=shape_w))
                 bindings.append(Reshaped(("attention", part, "b"), self.qkv.bias[lo:hi], "copy", fnn_shape=shape_b))
-        bindings.append(Reshaped(("attention", "out", "w"), self.out.weight, "dense", fnn_shape=p["out"]["w"].shape, rows=2))
+        out_shape = p["out"]["w"].shape
+        bindings.append(Reshaped(("attention", "out", "w"), self.out.weight, "dense", fnn_shape=out_shape, rows=2))
         bindings.append(Binding(("attention", "out", "b"), self.out.bias, "copy"))
         self.mlp_norm = _layer_norm("mlp_norm", width, bindings)
         m = params["mlp"]

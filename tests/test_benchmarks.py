@@ -200,7 +200,10 @@ def test_profile_lists_the_step_operations_with_their_times():
 
 @pytest.mark.parametrize(
     "argv, message",
-    [(["W9"], "workload must be one of W1, W2, W3, W4, W5, W6; got 'W9'"), (["W1", "--method", "jvp"], "invalid choice")],
+    [
+        (["W9"], "workload must be one of W1, W2, W3, W4, W5, W6; got 'W9'"),
+        (["W1", "--method", "jvp"], "invalid choice"),
+    ],
 )
 def test_profile_rejects_an_unknown_workload_or_method(argv, message, capsys):
     from benchmarks import profile
