@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description="fnn benchmark suite")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few repeats (seconds, for tests)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output directory")
-    parser.add_argument("--only", nargs="+", metavar="W", help="run only these workloads of the suite (W1 ... W5)")
+    parser.add_argument("--only", nargs="+", metavar="W", help="run only these workloads of the suite (W1 ... W6)")
     parser.add_argument(
         "--blas-threads",
         type=int,

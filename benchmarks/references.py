@@ -1,4 +1,5 @@
-"""Plain-JAX reference train steps for W1-W4: the networks written out as
+"""Plain-JAX reference train steps for W1-W4 and W6 (the transformer block in
+``benchmarks.transformer_reference``): the networks written out as
 ordinary functions, gradients from ``jax.value_and_grad``, convolutions with
 ``lax.conv_general_dilated``, pooling with ``lax.reduce_window`` and an Adam
 update written inline. No fnn code runs inside them.
@@ -115,11 +116,15 @@ def loss_function(workload: Workload) -> Callable[[Params, jax.Array, jax.Array]
         forward = lenet_forward
     elif workload.key == "W4":
         forward = lstm_forward
+    elif workload.key == "W6":
+        from benchmarks import transformer_reference
+
+        forward = transformer_reference.forward
     else:
         return None
     if workload.classes:
         return lambda p, x, y: softmax_cross_entropy(forward(p, x), y)
-    return lambda p, x, y: jnp.mean((forward(p, x) - y) ** 2)  # both (batch, 1)
+    return lambda p, x, y: jnp.mean((forward(p, x) - y) ** 2)  # both (batch, *target_shape)
 
 
 def train_step(workload: Workload) -> Callable | None:

@@ -46,6 +46,9 @@ class Settings:
 
 FULL = Settings()
 QUICK = Settings(warmup=1, repeats=3, rounds=1, fit_epochs=2)
+# W6's step takes about 0.1 s (PyTorch's several times that on a busy machine):
+# fewer calls per round keep the whole suite within minutes
+SLOW_STEPS = {"W6": Settings(warmup=2, repeats=10, rounds=5, fit_epochs=2)}
 
 
 @dataclass(frozen=True)
@@ -67,13 +70,15 @@ TARGETS = (
     Target("W3", FIT, PLAIN_LOOP, 0.15),
     Target("W4", MANUAL, AUTODIFF, 1.1),
     Target("W5", MANUAL, AUTODIFF, 1.05),
+    Target("W6", MANUAL, PLAIN_JAX, 1.0),
+    Target("W6", MANUAL, TORCH, 1.0),
     Target("W1", FNN_NUMPY, NUMPY_REF, 1.0),
     Target("W2", FNN_NUMPY, NUMPY_REF, 1.0),
     Target("W1", MANUAL, AUTODIFF, 1.1, "memory"),
     Target("W2", MANUAL, AUTODIFF, 1.1, "memory"),
     Target("W4", MANUAL, AUTODIFF, 1.1, "memory"),
 )
-MEMORY_WORKLOADS = ("W1", "W2", "W4")
+MEMORY_WORKLOADS = ("W1", "W2", "W4", "W6")
 STEPS_PER_EPOCH = 64  # steps of one fit epoch, and (W3) of one timed Python loop
 
 
@@ -160,11 +165,7 @@ def fit_contender(workload: Workload, settings: Settings) -> tuple[SelfTimed | N
     steps_per_epoch = STEPS_PER_EPOCH
     rng = np.random.default_rng(1)
     x = rng.standard_normal((workload.batch * steps_per_epoch, *workload.input_shape)).astype(np.float32)
-    y = (
-        rng.integers(0, workload.classes, len(x)).astype(np.int32)
-        if workload.classes
-        else rng.standard_normal((len(x), 1)).astype(np.float32)
-    )
+    y = workload.targets(rng, len(x))
     opt = fnn.optim.adam(LEARNING_RATE)
     kwargs = {"batch_size": workload.batch, "metrics": {}, "progress": False}
     try:
@@ -218,7 +219,7 @@ def run_jax(workload: Workload, settings: Settings, with_memory: bool) -> tuple[
         calls[name] = lambda f=compiled[name], a=args: f(*a)
     notes: list[str] = []
     ref = references.train_step(workload)
-    if ref is not None:  # W1-W4: step(params, opt_state, x, y) -> (params, opt_state, loss)
+    if ref is not None:  # W1-W4, W6: step(params, opt_state, x, y) -> (params, opt_state, loss)
         ref_args, loss_index = (params, references.adam_init(params), x, y), 2
     else:  # W5: step(params, state, opt_state, x, y) -> (params, state, opt_state, loss)
         ref = resnet_reference.train_step()
@@ -282,7 +283,8 @@ def run(quick: bool = False, only: tuple[str, ...] | None = None, log: Callable[
             notes[key].append(f"NumPy: {note}")
     for key, workload in cases.items():
         log(f"{key} JAX contenders ...")
-        jax_times, jax_notes, mem = run_jax(workload, settings, key in MEMORY_WORKLOADS)
+        own = settings if quick else SLOW_STEPS.get(key, settings)
+        jax_times, jax_notes, mem = run_jax(workload, own, key in MEMORY_WORKLOADS)
         times[key].update(jax_times)
         notes[key] += jax_notes
         if mem:

@@ -1,4 +1,5 @@
-"""PyTorch eager contender for the benchmark workloads W1-W5: the same networks
+"""PyTorch eager contender for the benchmark workloads W1-W6 (W6, the
+transformer block, in ``benchmarks.torch_transformer``): the same networks
 written the idiomatic PyTorch way (``torch.nn`` modules, ``nn.CrossEntropyLoss``
 / ``nn.MSELoss``, ``torch.optim.Adam``), one training step being
 ``zero_grad -> forward -> loss -> backward -> optimizer.step()``.
@@ -308,6 +309,10 @@ def build(workload: Workload, params: Tree, state: Tree) -> tuple[nn.Module, lis
         model = LSTMClassifier(params, bindings)
     elif workload.key == "W5":
         model = resnet(params, bindings, workload.input_shape[0])
+    elif workload.key == "W6":
+        from benchmarks.torch_transformer import TransformerBlock
+
+        model = TransformerBlock(params, bindings)
     else:
         raise ValueError(f"no PyTorch model for workload {workload.key!r}")
     load(bindings, params, state)

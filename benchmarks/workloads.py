@@ -1,4 +1,4 @@
-"""The benchmark workloads W1-W5: an fnn model, its input shape, batch size,
+"""The benchmark workloads W1-W6: an fnn model, its input shape, batch size,
 loss and a synthetic float32 batch, at full size or at a tiny ``quick`` size.
 
 Every workload trains with Adam (learning rate 1e-3); a train step is
@@ -35,6 +35,8 @@ class Workload:
             regression target of shape ``(batch, 1)`` trained with MSE.
         sizes: the hyper-parameters the hand-written references need to
             rebuild the same network (widths, kernel sizes, ...).
+        target_shape: one example's regression target shape (MSE), when
+            ``classes`` is ``None``.
     """
 
     key: str
@@ -44,6 +46,7 @@ class Workload:
     batch: int
     classes: int | None
     sizes: dict[str, Any] = field(default_factory=dict)
+    target_shape: tuple[int, ...] = (1,)
 
     @property
     def loss(self) -> fnn.losses.Loss:
@@ -55,11 +58,13 @@ class Workload:
         (or float32 regression targets)."""
         rng = np.random.default_rng(seed)
         x = rng.standard_normal((self.batch, *self.input_shape)).astype(np.float32)
+        return x, self.targets(rng, self.batch)
+
+    def targets(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` random labels (int32) or regression targets (float32, ``(n, *target_shape)``)."""
         if self.classes:
-            y = rng.integers(0, self.classes, self.batch).astype(np.int32)
-        else:
-            y = rng.standard_normal((self.batch, 1)).astype(np.float32)
-        return x, y
+            return rng.integers(0, self.classes, n).astype(np.int32)
+        return rng.standard_normal((n, *self.target_shape)).astype(np.float32)
 
 
 def _mlp(widths: tuple[int, ...], outputs: int) -> fnn.Layer:
@@ -69,11 +74,13 @@ def _mlp(widths: tuple[int, ...], outputs: int) -> fnn.Layer:
 
 
 def workloads(quick: bool = False) -> dict[str, Workload]:
-    """The five workloads, keyed ``"W1"`` ... ``"W5"``; ``quick`` shrinks every size."""
+    """The six workloads, keyed ``"W1"`` ... ``"W6"``; ``quick`` shrinks every size."""
     mlp_widths = (32, 32) if quick else (512, 512)
     lenet_batch = 4 if quick else 64
     time_steps, hidden, features = (5, 8, 4) if quick else (50, 128, 32)
     resnet_stages = (4, 8, 8) if quick else (16, 32, 64)
+    # W6: batch, sequence length, model width, heads, MLP width (4 x width)
+    tf_batch, tf_steps, tf_width, tf_heads = (2, 8, 16, 2) if quick else (32, 128, 128, 4)
     return {
         "W1": Workload(
             "W1",
@@ -119,6 +126,17 @@ def workloads(quick: bool = False) -> dict[str, Workload]:
             4 if quick else 64,
             10,
             {"stages": resnet_stages},
+        ),
+        "W6": Workload(
+            "W6",
+            f"transformer block batch {tf_batch}, T={tf_steps}, D={tf_width}, {tf_heads} heads, "
+            f"MLP {4 * tf_width} (MSE)",
+            L.transformer_block(tf_heads, 4 * tf_width),
+            (tf_steps, tf_width),
+            tf_batch,
+            None,
+            {"heads": tf_heads, "mlp": 4 * tf_width},
+            (tf_steps, tf_width),
         ),
     }
 
