@@ -8,15 +8,22 @@ set. Training is full batch, with AdamW and a strong weight decay (1.0).
 
 What happens (Power et al., 2022, "Grokking: generalization beyond
 overfitting on small algorithmic datasets"): the training accuracy reaches
-100% within a few hundred steps while the validation accuracy stays near
-chance (1/97); thousands of steps later, with the training loss already small,
-the weight decay has slowly traded the memorising solution for a simpler one
-that generalises, and the validation accuracy jumps to ~100%. The script
-prints the step where the training accuracy first passes 99% and the step
-where the validation accuracy passes 90%, and plots both accuracies against
-the step on a log axis.
+100% within a few hundred steps while the validation accuracy stalls near 50%
+(about the share of validation pairs whose mirror ``(b, a)`` is a training
+pair: memorisation seems to pick up commutativity and nothing else); a few
+thousand steps later the weight decay has traded the memorising solution for
+one that generalises, and the validation accuracy jumps to ~100%. With layer
+norm in every block the strong decay also makes training spiky: every few
+hundred steps the loss jumps and both accuracies collapse for a moment before
+recovering (the "slingshot" of Thilak et al., 2022). The script prints the
+step where the training accuracy first passes 99% and the step where the
+validation accuracy first passes 90%, and plots both accuracies against the
+step on a log axis. It stops early once the validation accuracy has stayed
+above 99% for 500 steps.
 
-    python examples/grokking.py [--fraction 0.5] [--steps 8000] [--out grokking.png]
+On 2 shared CPU cores the default run takes about 0.1-0.2 s per step.
+
+    python examples/grokking.py [--fraction 0.5] [--steps 6000] [--weight-decay 1.0] [--out grokking.png]
     python examples/grokking.py --quick     # a tiny run (seconds): memorisation only, no grokking
 """
 
@@ -113,10 +120,12 @@ def train(*, p: int, fraction: float, num_layers: int, features: int, num_heads:
     history = {k: np.asarray(v) for k, v in history.items()}
     history["seconds"] = time.perf_counter() - start
     history["n_train"], history["n_val"] = int(len(y_tr)), int(len(y_va))
+    seen = {(int(a), int(b)) for a, b, _ in np.asarray(x_tr)}
+    history["mirror_share"] = float(np.mean([(int(b), int(a)) in seen for a, b, _ in np.asarray(x_va)]))
     return history
 
 
-def plot(history: dict[str, Any], path: str, p: int) -> None:
+def plot(history: dict[str, Any], path: str, p: int, layers: int, weight_decay: float) -> None:
     """Train and validation accuracy against the step (log axis)."""
     import matplotlib
 
@@ -130,7 +139,7 @@ def plot(history: dict[str, Any], path: str, p: int) -> None:
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("optimisation step (full batch)")
     ax.set_ylabel("accuracy")
-    ax.set_title(f"Grokking: (a + b) mod {p} with a 1-layer transformer, AdamW")
+    ax.set_title(f"Grokking: (a + b) mod {p}, {layers}-layer transformer, AdamW (weight decay {weight_decay:g})")
     ax.legend(loc="center left")
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -166,11 +175,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     grokked = first_step_above(steps, val_acc, 0.90)
     print(f"final: train acc {train_acc[-1]:.3f}  val acc {val_acc[-1]:.3f}  after {int(steps[-1])} steps "
           f"in {history['seconds']:.1f}s")
+    print(f"validation pairs whose mirror (b, a) is a training pair: {history['mirror_share']:.1%}")
     print(f"train accuracy passed 99% at step {memorised if memorised is not None else 'never'}")
     print(f"validation accuracy passed 90% at step {grokked if grokked is not None else 'never'}")
     if memorised is not None and grokked is not None:
         print(f"generalisation came {grokked / memorised:.0f}x later than memorisation")
-    plot(history, args.out, config["p"])
+    plot(history, args.out, config["p"], config["num_layers"], config["weight_decay"])
     print(f"saved {args.out}")
     return history
 
