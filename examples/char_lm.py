@@ -10,6 +10,12 @@ of the held-out last 10%, and a sample continued from ``--prompt`` (greedy
 with ``--temperature 0``). The loss is in nats per character: ``log(vocab)``
 is a uniform guess.
 
+The default model (2 blocks, D = 128, 0.4 M params) memorises a small text:
+on a 23 kB licence text it learns to reproduce the text (train loss 4.5 -> 0.16 in 1500 steps, about 4 minutes on
+2 CPU cores, with fluent samples) while the held-out loss rises from 1.9 to
+3.3 after its first few hundred steps -- overfitting, plotted in the PNG. It
+needs a much larger text to generalise.
+
     python examples/char_lm.py --text input.txt [--steps 1500] [--out char_lm.png]
     python examples/char_lm.py --text input.txt --quick     # a tiny run (seconds)
 """
