@@ -70,7 +70,8 @@ def first_step_above(steps: np.ndarray, values: np.ndarray, threshold: float) ->
 
 def train(*, p: int, fraction: float, num_layers: int, features: int, num_heads: int, mlp_features: int,
           lr: float, weight_decay: float, steps: int, eval_every: int, seed: int = 0,
-          patience: int = 500, log: Any = print) -> dict[str, Any]:
+          patience: int = 500, schedule: str = "constant", decay_all: bool = False,
+          log: Any = print) -> dict[str, Any]:
     """Full-batch AdamW on the training pairs; every ``eval_every`` steps
     records the train / validation accuracy and the train loss. ``eval_every``
     steps run as one compiled ``lax.scan``. Stops early once the validation
@@ -79,7 +80,8 @@ def train(*, p: int, fraction: float, num_layers: int, features: int, num_heads:
     model = models.transformer(p + 1, num_layers=num_layers, num_heads=num_heads, features=features,
                                mlp_features=mlp_features, pool="last")
     # b2 = 0.98 as in the grokking papers; no decay on biases and normalisation scales
-    opt = fnn.optim.adamw(lr, b2=0.98, weight_decay=weight_decay, mask=fnn.optim.decay_mask)
+    rate = lr if schedule == "constant" else fnn.optim.cosine_decay(lr, decay_steps=steps, end_value=lr / 10)
+    opt = fnn.optim.adamw(rate, b2=0.98, weight_decay=weight_decay, mask=None if decay_all else fnn.optim.decay_mask)
     params, state = model.init(jax.random.key(seed), (None, 3))
     opt_state = opt.init(params)
     grad_fn = fnn.value_and_grad(model, fnn.losses.softmax_cross_entropy, method="manual")
@@ -156,6 +158,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--layers", type=int, help="transformer blocks")
     parser.add_argument("--features", type=int, help="the model width D (the MLP is 4 D wide)")
     parser.add_argument("--lr", type=float, help="AdamW's learning rate")
+    parser.add_argument("--schedule", choices=("constant", "cosine"), help="the learning rate: constant or a "
+                        "cosine decay to a tenth over --steps")
+    parser.add_argument("--decay-all", action="store_true", help="decay every parameter (default: not the biases "
+                        "and normalisation parameters)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="grokking.png", help="where to save the PNG")
     args = parser.parse_args(argv)
@@ -168,6 +174,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         config["mlp_features"] = 4 * args.features
     if not 0 < config["fraction"] < 1:
         parser.error(f"--fraction must be in (0, 1); got {config['fraction']}")
+    if args.schedule is not None:
+        config["schedule"] = args.schedule
+    if args.decay_all:
+        config["decay_all"] = True
     print(f"(a + b) mod {config['p']}: {config}")
     history = train(**config, seed=args.seed)
     steps, train_acc, val_acc = history["step"], history["train_acc"], history["val_acc"]
