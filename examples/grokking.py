@@ -4,7 +4,9 @@ The task is ``(a + b) mod p`` for p = 97. Every pair ``(a, b)`` is one
 sequence ``[a, b, =]`` (``=`` is token ``p``), and the answer is read from the
 logits at the last position (``fnn.models.transformer(..., pool="last")``).
 A fraction of the p * p pairs trains the model; the rest is the validation
-set. Training is full batch, with AdamW and a strong weight decay (1.0).
+set. Training is full batch, with AdamW, a strong weight decay (1.0) on every
+parameter and a learning rate decaying from 1e-3 to 1e-4 (cosine) over the
+run.
 
 What happens (Power et al., 2022, "Grokking: generalization beyond
 overfitting on small algorithmic datasets"): the training accuracy reaches
@@ -12,18 +14,21 @@ overfitting on small algorithmic datasets"): the training accuracy reaches
 (about the share of validation pairs whose mirror ``(b, a)`` is a training
 pair: memorisation seems to pick up commutativity and nothing else); a few
 thousand steps later the weight decay has traded the memorising solution for
-one that generalises, and the validation accuracy jumps to ~100%. With layer
+one that generalises, and the validation accuracy climbs to ~100%. With layer
 norm in every block the strong decay also makes training spiky: every few
 hundred steps the loss jumps and both accuracies collapse for a moment before
-recovering (the "slingshot" of Thilak et al., 2022). The script prints the
-step where the training accuracy first passes 99% and the step where the
-validation accuracy first passes 90%, and plots both accuracies against the
-step on a log axis. It stops early once the validation accuracy has stayed
-above 99% for 500 steps.
+recovering (the "slingshot" of Thilak et al., 2022); the decaying learning
+rate calms them towards the end (with a constant rate, ``--schedule
+constant``, they went on to the end of runs of 4000 and 6000 steps). The script prints the step where the
+training accuracy first passes 99% and the step where the validation accuracy
+first passes 90%, and plots both accuracies against the step on a log axis.
+It stops early once the validation accuracy has stayed above 99% for 500 steps.
 
-On 2 shared CPU cores the default run takes about 0.1-0.2 s per step.
+The default run, on 2 shared CPU cores: training accuracy past 99% at step
+300, validation accuracy past 90% at step 2130 and 99.0% at step 3000, in
+about 6 minutes (0.1-0.2 s per step).
 
-    python examples/grokking.py [--fraction 0.5] [--steps 6000] [--weight-decay 1.0] [--out grokking.png]
+    python examples/grokking.py [--fraction 0.5] [--steps 3000] [--weight-decay 1.0] [--out grokking.png]
     python examples/grokking.py --quick     # a tiny run (seconds): memorisation only, no grokking
 """
 
@@ -42,9 +47,9 @@ import fnn.optim
 from fnn import models
 
 FULL = dict(p=97, fraction=0.5, num_layers=1, features=64, num_heads=4, mlp_features=256, lr=1e-3,
-            weight_decay=1.0, steps=6000, eval_every=10)
+            weight_decay=1.0, steps=3000, eval_every=10, schedule="cosine", decay_all=True)
 QUICK = dict(p=11, fraction=0.5, num_layers=1, features=32, num_heads=4, mlp_features=64, lr=3e-3,
-             weight_decay=1.0, steps=200, eval_every=10)
+             weight_decay=1.0, steps=200, eval_every=10, schedule="cosine", decay_all=True)
 
 
 def modular_addition(p: int, fraction: float, seed: int) -> tuple[np.ndarray, ...]:
@@ -160,8 +165,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--lr", type=float, help="AdamW's learning rate")
     parser.add_argument("--schedule", choices=("constant", "cosine"), help="the learning rate: constant or a "
                         "cosine decay to a tenth over --steps")
-    parser.add_argument("--decay-all", action="store_true", help="decay every parameter (default: not the biases "
-                        "and normalisation parameters)")
+    parser.add_argument("--decay-all", action=argparse.BooleanOptionalAction, help="weight decay on every "
+                        "parameter (the default), or (--no-decay-all) not on the biases and normalisation parameters")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="grokking.png", help="where to save the PNG")
     args = parser.parse_args(argv)
@@ -176,8 +181,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error(f"--fraction must be in (0, 1); got {config['fraction']}")
     if args.schedule is not None:
         config["schedule"] = args.schedule
-    if args.decay_all:
-        config["decay_all"] = True
+    if args.decay_all is not None:
+        config["decay_all"] = args.decay_all
     print(f"(a + b) mod {config['p']}: {config}")
     history = train(**config, seed=args.seed)
     steps, train_acc, val_acc = history["step"], history["train_acc"], history["val_acc"]
