@@ -25,6 +25,7 @@ import numpy as np
 from fnn import backend, gradcheck, losses
 from fnn import layers as L
 from fnn.core import Layer, no_params
+from fnn.models_transformer import last_position
 
 __all__ = ["Case", "Result", "CASES", "find", "run_case", "run", "format_table", "loss_as_layer"]
 
@@ -187,6 +188,7 @@ CASES: list[Case] = [
     Case("multi_head_attention dropout (train)", lambda: L.multi_head_attention(2, dropout_rate=0.3, use_bias=False),
          (2, 4, 6), train=True),
     Case("transformer_block", lambda: L.transformer_block(2, 8, causal=True, use_bias=False), (2, 4, 6)),
+    Case("last_position (models.transformer's pool)", lambda: last_position(), (2, 4, 3)),
     # combinators
     Case("serial", lambda: L.serial(L.dense(4), L.tanh, L.dense(2)), (3, 5)),
     Case("residual", lambda: L.residual(L.serial(L.dense(5), L.tanh)), (3, 5)),

@@ -10,7 +10,10 @@ any layer.
 * :func:`lstm_classifier` -- stacked LSTMs over ``(batch, time, features)``
   whose last state feeds a dense classifier;
 * :func:`resnet` -- a small ResNet (He et al., 2016) of basic residual blocks
-  with batch norm, for small images such as 8x8 digits or 28x28 MNIST.
+  with batch norm, for small images such as 8x8 digits or 28x28 MNIST;
+* :func:`transformer` -- a pre-norm transformer over token ids (causal by
+  default: a language model), logits per position or at the last one
+  (:mod:`fnn.models_transformer`).
 
 All image models take NHWC inputs and return logits (no softmax: pair them
 with :data:`fnn.losses.softmax_cross_entropy`).
@@ -30,8 +33,9 @@ from fnn.layers.normalization import batch_norm
 from fnn.layers.pooling import avg_pool, global_avg_pool, max_pool
 from fnn.layers.recurrent import lstm
 from fnn.layers.reshape import flatten
+from fnn.models_transformer import last_position, transformer
 
-__all__ = ["mlp", "lenet5", "alexnet", "resnet", "basic_block", "lstm_classifier"]
+__all__ = ["mlp", "lenet5", "alexnet", "resnet", "basic_block", "lstm_classifier", "transformer", "last_position"]
 
 _HE = initializers.he_normal()
 

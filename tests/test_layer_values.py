@@ -46,6 +46,9 @@ FACTORIES = {
     "mlp": (lambda: models.mlp((8, 4)), lambda: models.mlp((8, 5))),
     "lenet5": (lambda: models.lenet5(), lambda: models.lenet5(num_classes=3)),
     "resnet": (lambda: models.resnet(), lambda: models.resnet(num_classes=3)),
+    "transformer": (lambda: models.transformer(11, num_layers=1, num_heads=2, features=8, mlp_features=16),
+                    lambda: models.transformer(11, num_layers=1, num_heads=2, features=8, mlp_features=16, pool="last")),
+    "last_position": (lambda: models.last_position(), lambda: models.last_position(name="last")),
     "manual_vjp": (lambda: fnn.manual_vjp(L.dense(3)), lambda: fnn.manual_vjp(L.dense(4))),
     "policy": (lambda: fnn.precision.policy(L.dense(3)), lambda: fnn.precision.policy(L.dense(3), compute="float16")),
     # sequence layers
