@@ -174,11 +174,7 @@ def batch_norm(*, momentum: float = 0.9, eps: float = 1e-5, name: str = "batch_n
         dyc = dy.astype(x_hat.dtype)
         dx_hat = dyc * _as_row(params["scale"], dy.ndim, x_hat.dtype)
         dx = _batch_stats_bwd(xp, x_hat, inv, dx_hat, axes) if mode == "batch" else dx_hat * inv
-        grads = {
-            "scale": xp.sum(dyc * x_hat, axis=axes).astype(params["scale"].dtype),
-            "bias": xp.sum(dyc, axis=axes).astype(params["bias"].dtype),
-        }
-        return grads, dx.astype(dy.dtype)
+        return _param_grads(xp, params, dyc, x_hat, with_bias=True), dx.astype(dy.dtype)
 
     return Layer(name, init, lambda shape: _check_input(name, shape), fwd, bwd)
 
@@ -221,12 +217,7 @@ def layer_norm(*, eps: float = 1e-5, name: str = "layer_norm") -> Layer:
         dyc = dy.astype(x_hat.dtype)
         dx_hat = dyc * _as_row(params["scale"], dy.ndim, x_hat.dtype)
         dx = _batch_stats_bwd(xp, x_hat, inv, dx_hat, (dy.ndim - 1,))
-        axes = tuple(range(dy.ndim - 1))
-        grads = {
-            "scale": xp.sum(dyc * x_hat, axis=axes).astype(params["scale"].dtype),
-            "bias": xp.sum(dyc, axis=axes).astype(params["bias"].dtype),
-        }
-        return grads, dx.astype(dy.dtype)
+        return _param_grads(xp, params, dyc, x_hat, with_bias=True), dx.astype(dy.dtype)
 
     return Layer(name, init, lambda shape: _check_input(name, shape), fwd, bwd)
 
