@@ -3,6 +3,7 @@ its hand-written references compute what fnn computes. No timing assertions:
 timings depend on the machine and its load."""
 
 import copy
+import importlib.util
 import json
 import math
 import subprocess
@@ -36,15 +37,16 @@ def test_quick_suite_and_scaling_run_and_write_their_files(tmp_path):
         assert (out / name).stat().st_size > 0, name
     results = json.loads((out / "results.json").read_text())
     assert set(results["times"]) == {"W1", "W2", "W3", "W4", "W5", "W6"}
-    contenders = {"fnn manual", "fnn autodiff", "plain JAX", "PyTorch eager", "fnn fit"}
+    has_torch = importlib.util.find_spec("torch") is not None  # the PyTorch contender is optional
+    contenders = {"fnn manual", "fnn autodiff", "plain JAX", "fnn fit"} | ({"PyTorch eager"} if has_torch else set())
     assert contenders <= set(results["times"]["W6"])
     assert set(results["memory"]["W6"]) == {"fnn manual", "fnn autodiff"}
     w6_targets = {t["what"] for t in results["targets"] if t["workload"] == "W6"}
-    assert w6_targets == {"fnn manual / plain JAX", "fnn manual / PyTorch eager"}
-    # the four contenders started from the same parameters: their first losses agree to 5 decimals
+    assert {"fnn manual / plain JAX"} <= w6_targets <= {"fnn manual / plain JAX", "fnn manual / PyTorch eager"}
+    # the contenders started from the same parameters: their first losses agree to 5 decimals
     (first,) = [n for n in results["notes"]["W6"] if n.startswith("first losses")]
     losses = [float(part.rsplit(" ", 1)[1]) for part in first[len("first losses ") :].split(", ")]
-    assert len(losses) == 4 and max(losses) - min(losses) < 2e-5, first
+    assert len(losses) == 3 + has_torch and max(losses) - min(losses) < 2e-5, first
     for row in results["times"].values():
         assert {"fnn manual", "fnn autodiff"} <= set(row)
         for seconds in row.values():
