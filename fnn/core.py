@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from fnn import backend
+from fnn.values import value_key
 from fnn.checks import (  # noqa: F401  (re-exported: the checks every layer uses)
     LayerError,
     Shape,
@@ -88,18 +89,6 @@ def _check_call(name: str, key: Any, train: Any) -> None:
 # --------------------------------------------------------------------------- #
 
 
-def _frozen(value: Any) -> Any:
-    """A hashable, comparable stand-in for a config value (containers become
-    tuples, arrays their dtype, shape and bytes)."""
-    if isinstance(value, Mapping):
-        return ("dict", tuple(sorted((str(k), _frozen(v)) for k, v in value.items())))
-    if isinstance(value, (list, tuple)):
-        return (type(value).__name__, tuple(_frozen(v) for v in value))
-    if isinstance(value, np.ndarray):
-        return ("ndarray", value.dtype.str, value.shape, value.tobytes())
-    return value
-
-
 class _Spec:
     """What built a layer: the factory and its arguments (``name`` aside)."""
 
@@ -108,16 +97,13 @@ class _Spec:
     def __init__(self, factory: str, args: tuple, kwargs: dict, default_name: str | None):
         self.factory, self.args, self.kwargs = factory, args, kwargs
         self.default_name = default_name  # the name a call without ``name=`` gives
-        self.frozen = (factory, _frozen(args), _frozen(kwargs))
+        self.frozen = (factory, value_key(args), value_key(kwargs))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, _Spec) and self.frozen == other.frozen
 
     def __hash__(self) -> int:
-        try:
-            return hash(self.frozen)
-        except TypeError:  # an unhashable argument: equal specs still hash equal
-            return hash(self.factory)
+        return hash(self.frozen)
 
 
 # --------------------------------------------------------------------------- #

@@ -19,50 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import numbers
-from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
-from fnn import backend
+from fnn.values import value_key
 
 __all__ = ["Call", "call"]
-
-
-class _Identity:
-    """A key that is equal only to a key of the very same object."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Identity) and other.value is self.value
-
-    def __hash__(self) -> int:
-        return id(self.value)
-
-
-def _key(value: Any) -> Any:
-    """A hashable stand-in for ``value`` that is equal where the values are the same argument."""
-    if value is None or isinstance(value, (str, bytes, numbers.Number)) and not hasattr(value, "shape"):
-        return value
-    if isinstance(value, (tuple, list)):
-        return (type(value).__name__, tuple(_key(v) for v in value))
-    if isinstance(value, Mapping):
-        return ("mapping", tuple(sorted(((repr(k), _key(v)) for k, v in value.items()), key=lambda kv: kv[0])))
-    if hasattr(value, "shape") and hasattr(value, "dtype"):  # a NumPy or JAX array, a NumPy scalar
-        if not backend.is_concrete(value):
-            return _Identity(value)
-        host = np.asarray(value)
-        return ("array", host.dtype.str, host.shape, host.tobytes())
-    try:
-        hash(value)
-    except TypeError:
-        return _Identity(value)
-    return value  # an fnn value compares by its call; a plain function by identity
 
 
 def _show(value: Any) -> str:
@@ -97,7 +58,7 @@ class Call:
         return f"{self.function}({', '.join(parts)})"
 
     def _identity(self) -> tuple:
-        return (self.function, _key(self.args), _key(self.kwargs))
+        return (self.function, value_key(self.args), value_key(self.kwargs))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Call):
