@@ -151,7 +151,7 @@ def _decode(entry: dict, tensor: np.ndarray | None, template_leaf: Any) -> Any:
     if entry["kind"] == "jax_key":
         return backend.jax.random.wrap_key_data(backend.jnp.asarray(tensor), impl=entry["dtype"])
     array = tensor.view(_resolve_dtype(entry["dtype"])).reshape(entry["shape"])
-    if backend.is_jax_array(template_leaf) or type(template_leaf).__name__ == "ShapeDtypeStruct":
+    if backend.is_jax_array(template_leaf) or _is_shape_struct(template_leaf):
         return backend.jnp.asarray(array)
     if isinstance(template_leaf, (bool, int, float)) and not isinstance(template_leaf, np.generic):
         return type(template_leaf)(array.item())

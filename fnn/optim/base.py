@@ -200,14 +200,21 @@ def apply_updates(params: PyTree, updates: PyTree) -> PyTree:
         (array([1.5, 0.5], dtype=float32), dtype('float32'))
     """
     check_trees_match("apply_updates", params, updates, "params", "updates", shapes=True)
-    for path, p in backend.tree_leaves_with_path(params):
-        dtype = np.dtype(p.dtype) if hasattr(p, "dtype") else np.asarray(p).dtype
-        if dtype.kind not in "fV":  # V: bfloat16 and the other ml_dtypes floats
-            raise TypeError(
-                f"apply_updates: params '{path}' is {dtype.name}; optimizers update floating-point params "
-                "(an integer parameter would never move: keep it in the model's state or cast it to float)"
-            )
+    if not all(_is_float(p) for p in backend.tree_leaves(params)):  # paths only for the message
+        path, p = next((path, p) for path, p in backend.tree_leaves_with_path(params) if not _is_float(p))
+        raise TypeError(
+            f"apply_updates: params '{path}' is {_dtype(p).name}; optimizers update floating-point params "
+            "(an integer parameter would never move: keep it in the model's state or cast it to float)"
+        )
     return add_updates(params, updates)
+
+
+def _dtype(leaf: Any) -> np.dtype:
+    return np.dtype(leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype)
+
+
+def _is_float(leaf: Any) -> bool:
+    return _dtype(leaf).kind in "fV"  # V: bfloat16 and the other ml_dtypes floats
 
 
 # --------------------------------------------------------------------------- #

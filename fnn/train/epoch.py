@@ -326,6 +326,7 @@ class JaxEpochs(EpochRunner):
         self._advance(new.key)
         if prefetch:  # queue the next epoch before reading this one: the device never waits for the host
             self._pending = self._start(new)
+        (outs, tail_out), ok = backend.jax.device_get(((outs, tail_out), ok))  # one round-trip to the host
         columns = _columns(outs, tail_out)
         if not (columns["finite"].all() and bool(ok)):  # replay from the epoch's start, stopping before that step
             self._pending, self._chain_key = None, None

@@ -197,7 +197,7 @@ def fit(
             means, grads, good = summarize(columns, runner.sizes, [name for name, _ in metric_items])
             if good < len(runner.sizes):
                 ts, loss_value = new, float(columns["loss"][good])
-                state_ok = bool(columns.get("state_finite", columns["finite"] | True)[good])
+                state_ok = bool(columns["state_finite"][good]) if "state_finite" in columns else True
                 history.stopped = _stop(epoch, good + 1, len(runner.sizes), int(ts.step) + 1, loss_value, state_ok)
                 bar.write(history.stopped["message"])
                 break
