@@ -53,6 +53,7 @@ from fnn.core import (
     layer_factory,
 )
 from fnn.kernels import attention as kernel
+from fnn.layers._masks import keep as keep_steps, mask_cotangent
 
 __all__ = ["multi_head_attention"]
 
@@ -91,17 +92,7 @@ def read_mask(name: str, xp, mask: Array | None, expected: tuple) -> Array | Non
         raise LayerError(name, f"the mask must be an array of shape {expected}; got {type(mask).__name__}")
     if tuple(np.shape(mask)) != expected:
         raise LayerError(name, f"the mask has shape {tuple(np.shape(mask))}; expected (batch, keys) = {expected}")
-    mask = xp.asarray(mask)
-    return mask if mask.dtype == bool else mask > 0.5
-
-
-def mask_cotangent(xp, mask: Array | None, passed_on: Array | None = None) -> Array | None:
-    """A mask only selects: None for a bool / int mask, zeros for a float one
-    (plus the cotangent of an output that passes the mask on)."""
-    if mask is None or not np.issubdtype(np.dtype(mask.dtype), np.floating):
-        return None
-    zero = xp.zeros_like(mask)
-    return zero if passed_on is None else zero + passed_on.astype(mask.dtype)
+    return keep_steps(xp, mask)
 
 
 def _project(z: Array, p: Mapping, out: tuple) -> Array:

@@ -30,7 +30,7 @@ import numpy as np
 
 from fnn import backend
 from fnn.core import Layer, LayerError, check_keys, layer_factory, scope
-from fnn.layers.recurrent import _mask_cotangent
+from fnn.layers._masks import keep as keep_steps, mask_cotangent
 
 __all__ = ["bidirectional"]
 
@@ -41,7 +41,7 @@ _RUNS = ("forward", "backward")
 def _reversal(xp, mask: Array, time: int) -> Array:
     """``(batch, time)`` int indices of ``R``: real steps reversed among themselves,
     padding in place (see the module docstring)."""
-    keep = mask if mask.dtype == bool else mask > 0.5
+    keep = keep_steps(xp, mask)
     steps = xp.arange(time).reshape(1, time)
     rank = xp.cumsum(keep.astype(np.int32), axis=1) - 1  # the k of each real step
     length = xp.sum(keep.astype(np.int32), axis=1, keepdims=True)
@@ -159,7 +159,7 @@ def bidirectional(rnn_layer: Layer, *, name: str = "bidirectional") -> Layer:
             return grads, dx
         dinputs = {"x": dx}
         if "mask" in residuals["given"]:
-            dinputs["mask"] = _mask_cotangent(xp, residuals["mask"], dmask_out)
+            dinputs["mask"] = mask_cotangent(xp, residuals["mask"], dmask_out)
         return grads, dinputs
 
     return Layer(name, init, out_shape, fwd, bwd, sublayers=lambda shape: [(run, rnn_layer, shape) for run in _RUNS])

@@ -63,6 +63,7 @@ import numpy as np
 from fnn import backend, initializers
 from fnn.core import Layer, LayerError, check_param_shapes, is_multi_shape, layer_factory
 from fnn.layers import _cells
+from fnn.layers._masks import keep as keep_steps, mask_cotangent
 from fnn.layers import activations as A
 
 __all__ = ["rnn", "lstm", "gru"]
@@ -160,8 +161,7 @@ def _forward(cell: _cells.Cell, hidden: int, return_sequences: bool, params, x, 
     keep = None
     if mask is not None:
         mask = xp.asarray(mask)
-        keep = mask if mask.dtype == bool else mask > 0.5
-        keep = xp.transpose(keep)[:, :, None]  # (time, batch, 1)
+        keep = xp.transpose(keep_steps(xp, mask))[:, :, None]  # (time, batch, 1)
 
     def body(carry, step_in):
         z_t, keep_t = step_in
@@ -233,7 +233,7 @@ def _backward(cell: _cells.Cell, hidden: int, return_sequences: bool, params, re
         return grads, dx
     dinputs = {"x": dx}
     if "mask" in res["given"]:
-        dinputs["mask"] = _mask_cotangent(xp, res["mask"], dmask_out)
+        dinputs["mask"] = mask_cotangent(xp, res["mask"], dmask_out)
     for c, dc in zip(cell.carry, dcarry0):
         if f"{c}0" in res["given"]:
             given = res["initial"].get(f"{c}0")
@@ -286,15 +286,6 @@ def _recurrent(
         return _backward(cell, hidden, return_sequences, params, res, dy, input_grad)
 
     return Layer(name, init, out_shape, fwd, bwd)
-
-
-def _mask_cotangent(xp, mask: Array | None, passed_on: Array | None) -> Array | None:
-    """A mask only selects, so its own cotangent is zero (None for a bool / int
-    mask); a mask passed on to the output adds that output's cotangent."""
-    if mask is None or not np.issubdtype(np.dtype(mask.dtype), np.floating):
-        return None
-    zero = xp.zeros_like(mask)
-    return zero if passed_on is None else zero + passed_on.astype(mask.dtype)
 
 
 @layer_factory

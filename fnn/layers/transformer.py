@@ -13,7 +13,8 @@ from fnn import backend
 from fnn.combinators import modes, serial
 from fnn.core import Layer, LayerError, check_keys, check_positive_int, is_multi_shape, layer_factory, scope
 from fnn.layers.activations import gelu
-from fnn.layers.attention import check_sequence, mask_cotangent, multi_head_attention, split_input
+from fnn.layers._masks import mask_cotangent
+from fnn.layers.attention import check_sequence, multi_head_attention, split_input
 from fnn.layers.dense import dense
 from fnn.layers.dropout import dropout
 from fnn.layers.normalization import layer_norm
