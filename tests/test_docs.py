@@ -14,7 +14,7 @@ How each fenced block is treated (docs/index.md says the same for readers):
   which must parse with the command's own parser; ``python examples/NAME.py
   ...``, an existing example whose parser accepts the flags;
   ``python FILE.py``, where FILE.py is a python block of the same page marked
-  ``<!-- file: FILE.py -->``. Installing (``python3 -m venv``, ``pip``),
+  ``<!-- file: FILE.py -->``; ``python -c CODE``, whose code must compile. Installing (``python3 -m venv``, ``pip``),
   the test suite (``python -m pytest``) and the site (``mkdocs``) are run by
   CI (``.ci/run``) and skipped here. Any other command fails the check, so a
   new kind of command needs a rule here.
@@ -190,6 +190,12 @@ def check_command(words: list[str], files: set[str], monkeypatch) -> str | None:
         return parses(cli.main, words[3:], monkeypatch)
     if words[1] == "-m" and words[2] in ("venv", "pip", "pytest"):
         return None
+    if words[1] == "-c":  # a one-line program: compiled, not run (it may need a GPU or a fresh process)
+        try:
+            compile(words[2], "-c", "exec")
+        except SyntaxError as err:
+            return f"the -c program does not compile: {err}"
+        return None
     script = words[1]
     if script in files:
         return None
@@ -255,6 +261,8 @@ def test_a_failing_python_block_names_the_file_and_line(tmp_path):
     ("python examples/no_such_example.py", "neither an example"),
     ("python train.py", None),
     ("python other.py", "neither an example"),
+    ("python -c 'import jax; print(jax.devices())'", None),
+    ("python -c 'print(('", "does not compile"),
     ("wget http://example.org", "no command"),
 ])
 def test_bash_commands_are_checked_without_running(command, problem, monkeypatch, capsys):
