@@ -28,11 +28,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import doctest
+import importlib.util
 import pathlib
 import re
 import runpy
 import shlex
 import sys
+import types
 
 import jax
 import pytest
@@ -268,3 +270,39 @@ def test_a_failing_python_block_names_the_file_and_line(tmp_path):
 def test_bash_commands_are_checked_without_running(command, problem, monkeypatch, capsys):
     found = check_command(shlex.split(command), {"train.py"}, monkeypatch)
     assert (found is None) if problem is None else (problem in found), found
+
+
+# --- the site's curriculum section lists every page of docs/curriculum/ -----------------------------------------------
+
+
+def load_hook():
+    spec = importlib.util.spec_from_file_location("curriculum_nav", DOCS / "hooks" / "curriculum_nav.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_curriculum_nav_and_index_name_every_page_of_the_folder(tmp_path):
+    hook = load_hook()
+    (tmp_path / "curriculum").mkdir()
+    (tmp_path / "curriculum" / "index.md").write_text("# Curriculum\n\n<!-- curriculum-pages -->\n")
+    (tmp_path / "curriculum" / "xor.md").write_text("# XOR\n\nOne neuron fails. A hidden layer works.\n")
+    (tmp_path / "curriculum" / "new_one.md").write_text("# New\n\n```bash\nx\n```\n\nIt shows a thing.\n")
+    nav = [{"Home": "index.md"}, {"Curriculum": ["curriculum/index.md", "curriculum/xor.md"]}]
+    config = hook.on_config({"nav": nav, "docs_dir": str(tmp_path)})
+    assert config["nav"][1]["Curriculum"] == ["curriculum/index.md", "curriculum/xor.md", "curriculum/new_one.md"]
+
+    page = types.SimpleNamespace(file=types.SimpleNamespace(src_uri="curriculum/index.md"))
+    index = hook.on_page_markdown((tmp_path / "curriculum" / "index.md").read_text(), page, config, None)
+    assert index == "# Curriculum\n\n- [New](new_one.md): It shows a thing.\n- [XOR](xor.md): One neuron fails.\n"
+
+    with pytest.raises(ValueError, match="names no curriculum/index.md"):
+        hook.on_config({"nav": [{"Home": "index.md"}], "docs_dir": str(tmp_path)})
+
+
+def test_the_site_nav_holds_every_curriculum_page():
+    hook = load_hook()
+    nav = [{"Curriculum": ["curriculum/index.md"]}]
+    hook.on_config({"nav": nav, "docs_dir": str(DOCS)})
+    pages = {p.relative_to(DOCS).as_posix() for p in (DOCS / "curriculum").glob("*.md")}
+    assert set(nav[0]["Curriculum"]) == pages and len(pages) >= 11

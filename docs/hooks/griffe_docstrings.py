@@ -4,6 +4,8 @@
   (as Markdown, ``>>>`` would start a block quote and ``x[0][1]`` a link).
 - Sphinx roles (``:func:`fnn.train.fit```, ``:class:`~fnn.Layer```) become
   inline code (``~`` keeps the last name only, as in Sphinx).
+- A paragraph ending in ``::`` (reST's "a literal block follows") ends in
+  ``:``; the indented block after it is already a Markdown code block.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import re
 
 import griffe
 
+LITERAL = re.compile(r"(?<=\S)::$", flags=re.M)
 ROLE = re.compile(r":(?:func|class|mod|meth|attr|data|obj|exc):`(~?)([^`]+)`")
 
 
@@ -41,4 +44,5 @@ def fence_doctests(text: str) -> str:
 class MarkdownDocstrings(griffe.Extension):
     def on_object(self, *, obj: griffe.Object, **kwargs) -> None:
         if obj.docstring is not None:
-            obj.docstring.value = fence_doctests(ROLE.sub(_role, obj.docstring.value))
+            text = LITERAL.sub(":", ROLE.sub(_role, obj.docstring.value))
+            obj.docstring.value = fence_doctests(text)
