@@ -4,6 +4,9 @@
   (as Markdown, ``>>>`` would start a block quote and ``x[0][1]`` a link).
 - Sphinx roles (``:func:`fnn.train.fit```, ``:class:`~fnn.Layer```) become
   inline code (``~`` keeps the last name only, as in Sphinx).
+- Special methods (``__eq__``, ``__repr__``, ...) are left out of the
+  pages; ``__init__``'s signature is shown on its class (mkdocs.yml's
+  ``merge_init_into_class``).
 - A paragraph ending in ``::`` (reST's "a literal block follows") ends in
   ``:``; the indented block after it is already a Markdown code block.
 """
@@ -42,6 +45,10 @@ def fence_doctests(text: str) -> str:
 
 
 class MarkdownDocstrings(griffe.Extension):
+    def on_class_members(self, *, cls: griffe.Class, **kwargs) -> None:
+        for name in [n for n in cls.members if n.startswith("__") and n.endswith("__") and n != "__init__"]:
+            del cls.members[name]
+
     def on_object(self, *, obj: griffe.Object, **kwargs) -> None:
         if obj.docstring is not None:
             text = LITERAL.sub(":", ROLE.sub(_role, obj.docstring.value))
