@@ -12,7 +12,8 @@ How each fenced block is treated (docs/index.md says the same for readers):
   the suite; the examples' ``--quick`` runs are tested in test_examples.py).
   Each command must be one of: ``fnn ...`` (or ``python -m fnn.cli ...``),
   which must parse with the command's own parser; ``python examples/NAME.py
-  ...``, an existing example whose parser accepts the flags;
+  ...``, an existing example whose parser accepts the flags (spelt in full:
+  no abbreviations);
   ``python FILE.py``, where FILE.py is a python block of the same page marked
   ``<!-- file: FILE.py -->``; ``python -c CODE``, whose code must compile. Installing (``python3 -m venv``, ``pip``),
   the test suite (``python -m pytest``) and the site (``mkdocs``) are run by
@@ -114,10 +115,14 @@ def run_python(page: pathlib.Path, block: Block, namespace: dict) -> None:
         raise AssertionError(f"{where} failed: {type(err).__name__}: {err}") from err
 
 
-# what some pages say their blocks print
+# what some pages say (in a comment beside a print) that their blocks print
 PRINTS = {
     "docs/custom_layer.md": ["channel_affine: expected (batch, ..., channels) with known channels; got (None,)",
                              "channel_affine(scale_init=ones, shift_init=zeros)"],
+    "docs/layer_contract.md": ["dropout: train mode needs a random key", "leaky_relu(k=0.1)",
+                               "head: params['w'] has shape (5, 3); expected (16, 3) for this input"],
+    "docs/checkpoints.md": ["w: shape (2, 3) in the file, (2, 4) expected"],
+    "docs/training.md": ["epoch,step,train_loss,train_accuracy,val_accuracy,val_loss,seconds"],
 }
 
 
@@ -149,6 +154,8 @@ def parses(run, argv: list[str], monkeypatch) -> str | None:
         raise _Parsed
 
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_only)
+    # no abbreviated flags (--resum for --resume): a page shows the full name
+    monkeypatch.setattr(argparse.ArgumentParser, "_get_option_tuples", lambda self, option_string: [])
     try:
         run()
     except _Parsed:
@@ -260,6 +267,8 @@ def test_a_failing_python_block_names_the_file_and_line(tmp_path):
     ("fnn trian", "refused"),
     ("python examples/xor.py --steps 10", None),
     ("python examples/xor.py --stepz 10", "refused"),
+    ("python examples/xor.py --step 10", "refused"),
+    ("fnn train --epoch 3", "refused"),
     ("python examples/no_such_example.py", "neither an example"),
     ("python train.py", None),
     ("python other.py", "neither an example"),
