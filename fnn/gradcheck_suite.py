@@ -25,6 +25,7 @@ import numpy as np
 from fnn import backend, gradcheck, losses
 from fnn import layers as L
 from fnn.core import Layer, no_params
+from fnn.models import basic_block
 from fnn.models_transformer import last_position
 
 __all__ = ["Case", "Result", "CASES", "find", "run_case", "run", "format_table", "loss_as_layer"]
@@ -193,6 +194,8 @@ CASES: list[Case] = [
     Case("serial", lambda: L.serial(L.dense(4), L.tanh, L.dense(2)), (3, 5)),
     Case("residual", lambda: L.residual(L.serial(L.dense(5), L.tanh)), (3, 5)),
     Case("residual (projection)", lambda: L.residual(L.dense(4), L.dense(4)), (3, 5)),
+    Case("pre-activation block (models.basic_block, train)",
+         lambda: basic_block(3, stride=2, project=True, preactivation=True), (2, 4, 4, 2), train=True, max_entries=6),
     Case("parallel", lambda: L.parallel(L.dense(2), L.tanh), ((3, 4), (3, 2))),
     Case("fan_out + fan_in_sum", lambda: L.serial(L.fan_out(2), L.parallel(L.dense(3), L.dense(3)), L.fan_in_sum),
          (3, 4)),
