@@ -70,3 +70,53 @@ def test_identity_initializer():
     assert w.dtype == np.float64 and repr(initializers.identity(0.5)) == "identity(scale=0.5)"
     with pytest.raises(ValueError, match=r"identity: needs a square \(n, n\) kernel; got shape \(3, 4\)"):
         initializers.identity()(np.random.default_rng(0), (3, 4))
+
+
+def test_depth_residual_connections_train_the_deep_network(tmp_path, capsys):
+    png = tmp_path / "depth.png"
+    r = example("depth").main(["--quick", "--out", str(png)])
+    out = capsys.readouterr().out
+    res = r["results"]
+    assert res["deep plain"]["params"] == res["deep residual"]["params"]  # only the shortcuts differ
+    shallow, plain, residual = number(
+        r"final training loss: shallow plain ([\d.]+), deep plain ([\d.]+), deep residual ([\d.]+)", out)
+    # the same 17 convolutions train much better with identity shortcuts, and better than the shallow net
+    assert residual < 0.8 * plain and residual < 0.8 * shallow
+    assert png.stat().st_size > 15_000
+
+
+@pytest.mark.slow
+def test_depth_degradation_at_full_size(tmp_path):
+    res = example("depth").run()["results"]
+    mean = {name: float(np.mean(v["loss"])) for name, v in res.items()}  # over the epochs: the whole curve
+    assert mean["deep residual"] < mean["shallow plain"] < mean["deep plain"], mean
+
+
+def test_decision_boundaries_and_universal_approximation(tmp_path, capsys):
+    png = tmp_path / "decision_boundaries.png"
+    r = example("decision_boundaries").main(["--quick", "--out", str(png)])
+    out = capsys.readouterr().out
+    accuracy = [r["depth"][k]["accuracy"] for k in range(4)]
+    # logistic regression draws one line through the spirals; one hidden layer bends it; two or more follow the arms
+    assert accuracy[0] < 0.8 and accuracy[0] < accuracy[1] < accuracy[2] and min(accuracy[2:]) >= 0.98
+    assert number(r"spirals training accuracy: 0 hidden ([\d.]+),", out)[0] == round(accuracy[0], 2)
+    errors = [r["width"][n]["max_error"] for n in sorted(r["width"])]
+    assert errors[-1] < 0.3 * errors[0] and errors[-1] < errors[1]  # the error falls with the width
+    assert png.stat().st_size > 30_000
+
+
+def test_cnn_insight_pooling_tolerates_a_shift(tmp_path, capsys):
+    module = example("cnn_insight")
+    image = np.arange(9.0).reshape(1, 3, 3, 1)
+    np.testing.assert_array_equal(module.shift(image, 1, 0)[0, :, :, 0], [[0, 0, 0], [0, 1, 2], [3, 4, 5]])
+    np.testing.assert_array_equal(module.shift(image, 0, -1)[0, :, :, 0], [[1, 2, 0], [4, 5, 0], [7, 8, 0]])
+    png = tmp_path / "cnn_insight.png"
+    r = module.main(["--quick", "--out", str(png)])
+    out = capsys.readouterr().out
+    pooled, flat = r["results"]["with pooling"], r["results"]["without pooling"]
+    assert pooled["clean"] > 0.9 and flat["clean"] > 0.9
+    lost_pooled, lost_flat = number(r"lost to a 1-pixel shift: with pooling ([\d.]+), without pooling ([\d.]+)", out)
+    assert 0 < lost_pooled < lost_flat
+    before, after = pooled["kernels_before"], pooled["kernels_after"]
+    assert before.shape == after.shape == (3, 3, 1, 8) and not np.allclose(before, after, atol=0.05)
+    assert png.stat().st_size > 15_000
