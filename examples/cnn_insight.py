@@ -1,10 +1,12 @@
 """What a CNN learns, and what pooling buys: LeNet's first-layer filters, and accuracy under a 1-pixel shift.
 
 Part 1 (filters). The first convolution's kernels of a LeNet-style network
-on the bundled 8x8 digits, before training (He-normal noise) and after: the
-trained kernels are smoother and structured -- oriented edge and stroke
-detectors, light on one side and dark on the other -- where the initial ones
-are noise.
+on the bundled 8x8 digits, before training (He-normal noise) and after. On
+images this small, 3x3 kernels move only part of the way from their random
+start (the script prints the relative change ``||after - before|| /
+||before||``): the first layer's detectors are mostly kept and re-weighted by
+the layers above, unlike the smooth edge detectors that large kernels learn
+on large images.
 
 Part 2 (pooling). Two networks, with the same convolutions and the same
 training, differ only in the pooling:
@@ -20,11 +22,11 @@ network loses less accuracy under the shift than the one without pooling.
 
     python examples/cnn_insight.py [--quick] [--out cnn_insight.png]
 
-The default run takes about 40 seconds on 2 CPU cores (``--quick``: seconds).
-It prints lines such as::
+The default run takes about 35 seconds (11 s of CPU time) on 2 busy CPU
+cores (``--quick``: a few seconds, on NumPy). It prints::
 
-    test accuracy: with pooling 0.978 -> 0.932 shifted by 1 pixel; without pooling 0.972 -> 0.851
-    accuracy lost to a 1-pixel shift: with pooling 0.046, without pooling 0.121
+    test accuracy: with pooling 0.992 -> 0.689 shifted by 1 pixel; without pooling 0.986 -> 0.538
+    accuracy lost to a 1-pixel shift: with pooling 0.302, without pooling 0.448
 """
 
 from __future__ import annotations
@@ -107,8 +109,15 @@ def report(r: dict[str, Any]) -> str:
         f"without pooling {wo['clean']:.3f} -> {wo['shifted']:.3f}",
         f"accuracy lost to a 1-pixel shift: with pooling {w['clean'] - w['shifted']:.3f}, "
         f"without pooling {wo['clean'] - wo['shifted']:.3f}",
+        f"first-layer kernels: relative change {kernel_change(r['results']['with pooling']):.2f} in training",
         f"({r['seconds']:.0f} s)",
     ])
+
+
+def kernel_change(result: dict[str, Any]) -> float:
+    """``||after - before|| / ||before||`` of the first layer's kernels."""
+    before, after = result["kernels_before"], result["kernels_after"]
+    return float(np.linalg.norm(after - before) / np.linalg.norm(before))
 
 
 def plot(r: dict[str, Any], path: str) -> None:
@@ -120,8 +129,8 @@ def plot(r: dict[str, Any], path: str) -> None:
 
     pooled = r["results"]["with pooling"]
     n = pooled["kernels_after"].shape[-1]
-    fig = plt.figure(figsize=(12, 5.5))
-    grid = fig.add_gridspec(2, n + 6)
+    fig = plt.figure(figsize=(13, 5))
+    grid = fig.add_gridspec(2, n + 9)
     for row, (key, label) in enumerate((("kernels_before", "before training"), ("kernels_after", "after training"))):
         kernels = pooled[key][:, :, 0, :]
         limit = float(np.abs(kernels).max())
@@ -135,10 +144,11 @@ def plot(r: dict[str, Any], path: str) -> None:
             if row == 0:
                 ax.set_title(f"{i + 1}", fontsize=8)
         fig.colorbar(image, ax=fig.axes[-n:], shrink=0.8, label="weight")
-    fig.text(0.3, 0.97, f"First-layer 3x3 kernels of the pooled network (columns: its {n} filters)",
+    fig.text(0.3, 0.97, f"First-layer 3x3 kernels of the pooled network (columns: its {n} filters; "
+             f"relative change {kernel_change(pooled):.2f})",
              ha="center", fontsize=11)
 
-    ax = fig.add_subplot(grid[:, n + 2:])
+    ax = fig.add_subplot(grid[:, n + 3:])
     names = list(r["results"])
     clean = [r["results"][k]["clean"] for k in names]
     shifted = [r["results"][k]["shifted"] for k in names]
@@ -146,10 +156,10 @@ def plot(r: dict[str, Any], path: str) -> None:
     ax.bar(positions - 0.2, clean, 0.4, label="test digits")
     ax.bar(positions + 0.2, shifted, 0.4, label="shifted by 1 pixel (mean of 4 directions)")
     for p, (c, s) in enumerate(zip(clean, shifted)):
-        ax.text(p + 0.2, s + 0.01, f"-{c - s:.1%}", ha="center", fontsize=9)
-    ax.set_xticks(positions, names)
-    ax.set(ylim=(0.5, 1.05), ylabel="test accuracy", title="Pooling and a 1-pixel shift")
-    ax.legend(fontsize=8, loc="lower left")
+        ax.text(p + 0.2, s + 0.01, f"-{100 * (c - s):.0f} pts", ha="center", fontsize=9)
+    ax.set_xticks(positions, [name.replace(" ", "\n") for name in names])
+    ax.set(ylim=(0.0, 1.45), ylabel="test accuracy", title="Pooling and a 1-pixel shift")
+    ax.legend(fontsize=8, loc="upper center")
     fig.savefig(path, dpi=80, bbox_inches="tight")
     plt.close(fig)
 

@@ -11,18 +11,20 @@ classifies every training point.
 Part 2 (width: the universal approximation theorem). One hidden layer of
 ``n`` tanh units fits ``f(x) = sin(2x) + 0.3 x`` on ``[-3, 3]``. The fitted
 curve is a sum of ``n`` shifted and scaled tanh steps, so a wider layer has
-more steps to place: the maximum error falls as the width grows.
+more steps to place: the maximum error falls as the width grows. (Each width
+keeps the best of a few random starts: the theorem promises that a good fit
+exists, not that every start finds it.)
 
 Everything runs on NumPy (networks this small train faster eagerly than
 they compile): the hand-written backward rules, ``fnn.value_and_grad(method="manual")``.
 
     python examples/decision_boundaries.py [--quick] [--out decision_boundaries.png]
 
-The default run takes about 20 seconds on 2 CPU cores (``--quick``: a few).
-It prints lines such as::
+The default run takes about 30 seconds (12 s of CPU time) on 2 busy CPU
+cores (``--quick``: a few). It prints::
 
-    spirals training accuracy: 0 hidden 0.54, 1 hidden 0.80, 2 hidden 0.97, 3 hidden 1.00
-    max |error| of one hidden layer: width 1 1.02, width 2 0.71, ... width 32 0.01
+    spirals training accuracy: 0 hidden 0.65, 1 hidden 0.87, 2 hidden 1.00, 3 hidden 1.00
+    max |error| of one hidden layer: width 1 0.78, width 2 0.72, width 4 0.42, ..., width 32 0.03
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ import fnn.optim
 from fnn import layers as L
 
 SETTINGS = {
-    "default": dict(points=200, turns=2.0, depth_steps=2000, widths=(1, 2, 4, 8, 16, 32), width_steps=3000),
-    "quick": dict(points=100, turns=1.75, depth_steps=800, widths=(1, 4, 16), width_steps=800),
+    "default": dict(points=200, turns=2.0, depth_steps=2000, widths=(1, 2, 4, 8, 16, 32), width_steps=2000,
+                    restarts=3),
+    "quick": dict(points=100, turns=1.75, depth_steps=800, widths=(1, 4, 16), width_steps=800, restarts=2),
 }
 HIDDEN = 6
 
@@ -107,10 +110,14 @@ def run(*, quick: bool = False, seed: int = 0) -> dict[str, Any]:
     width = {}
     for n in cfg["widths"]:
         model = approximator(n)
-        params, state, _ = fit_full_batch(model, fnn.losses.mse, xs, target_function(xs),
-                                          steps=cfg["width_steps"], lr=0.02, seed=seed)
-        prediction = model.apply(params, state, dense_xs)[0]
-        width[n] = {"curve": prediction[:, 0], "max_error": float(np.max(np.abs(prediction - target_function(dense_xs))))}
+        fits = []  # the theorem says a good fit exists: the best of a few starts measures that, not one start's luck
+        for restart in range(cfg["restarts"]):
+            params, state, _ = fit_full_batch(model, fnn.losses.mse, xs, target_function(xs),
+                                              steps=cfg["width_steps"], lr=0.01, seed=seed + restart)
+            prediction = model.apply(params, state, dense_xs)[0]
+            fits.append({"curve": prediction[:, 0],
+                         "max_error": float(np.max(np.abs(prediction - target_function(dense_xs))))})
+        width[n] = min(fits, key=lambda fit: fit["max_error"])
     return {"x": x, "y": y, "grid": grid, "depth": depth, "xs": dense_xs[:, 0], "width": width,
             "seconds": time.perf_counter() - start}
 
@@ -130,7 +137,7 @@ def plot(r: dict[str, Any], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig = plt.figure(figsize=(13, 7))
+    fig = plt.figure(figsize=(14, 7.5))
     grid_spec = fig.add_gridspec(2, 4, height_ratios=(1.1, 1))
     x, y, grid = r["x"], r["y"], r["grid"]
     for k, result in r["depth"].items():
@@ -140,7 +147,7 @@ def plot(r: dict[str, Any], path: str) -> None:
         ax.contour(grid[..., 0], grid[..., 1], result["probability"], levels=[0.5], colors="k", linewidths=1)
         for label, color in ((0, "tab:blue"), (1, "tab:red")):
             ax.scatter(*x[y == label].T, s=6, color=color, label=f"class {label}")
-        ax.set(title=f"{k} hidden layer{'s' if k != 1 else ''}: accuracy {result['accuracy']:.0%}",
+        ax.set(title=f"{k} hidden layer{'s' if k != 1 else ''}: {result['accuracy']:.0%} right",
                xlabel="x1", ylabel="x2" if k == 0 else None, aspect="equal")
         if k == 0:
             ax.legend(fontsize=7, loc="lower left")

@@ -27,11 +27,14 @@ counts as correct when it is within 0.04 of the target.
 
     python examples/sequence.py [--quick] [--time 60] [--steps 1200] [--out sequence.png]
 
-``--quick`` (the test's size) trains 30-step sequences for 200 steps: too short
-to learn the sum, long enough to show the gradient's reach. It prints lines such as::
+The default run takes about 45 seconds on 2 CPU cores. ``--quick`` (the
+test's size) trains 30-step sequences for 200 steps: too short to learn the
+sum, long enough to show the gradient's reach. The default run prints lines
+such as::
 
-    t=0 / t=59  rnn 1.2e-07   lstm 3.4e-01
-    rnn    0.0838 ...
+    t=0 / t=59  rnn 8.3e-08   lstm 9.0e-01
+    rnn       0.0948                    0.086        9.0s
+    lstm      0.0013                    0.756       21.4s
 """
 
 from __future__ import annotations

@@ -45,7 +45,8 @@ def test_projection_block_shapes():
 @pytest.mark.parametrize("shape", [(None, 8, 8, 1), (None, 28, 28, 1)])
 def test_resnet_shapes_and_parameter_count(shape):
     stages = (8, 16)
-    pre, post = M.resnet(stages=stages, blocks_per_stage=2, preactivation=True), M.resnet(stages=stages, blocks_per_stage=2)
+    pre = M.resnet(stages=stages, blocks_per_stage=2, preactivation=True)
+    post = M.resnet(stages=stages, blocks_per_stage=2)
     assert pre.out_shape(shape) == (None, 10)
     params_pre, state = pre.init(np.random.default_rng(0), shape)
     params_post, _ = post.init(np.random.default_rng(0), shape)
