@@ -129,8 +129,8 @@ def plot(r: dict[str, Any], path: str) -> None:
 
     pooled = r["results"]["with pooling"]
     n = pooled["kernels_after"].shape[-1]
-    fig = plt.figure(figsize=(13, 5))
-    grid = fig.add_gridspec(2, n + 9)
+    fig = plt.figure(figsize=(14, 5))
+    grid = fig.add_gridspec(2, n + 2 + n // 2)
     for row, (key, label) in enumerate((("kernels_before", "before training"), ("kernels_after", "after training"))):
         kernels = pooled[key][:, :, 0, :]
         limit = float(np.abs(kernels).max())
@@ -148,18 +148,18 @@ def plot(r: dict[str, Any], path: str) -> None:
              f"relative change {kernel_change(pooled):.2f})",
              ha="center", fontsize=11)
 
-    ax = fig.add_subplot(grid[:, n + 3:])
+    ax = fig.add_subplot(grid[:, n + 2:])
     names = list(r["results"])
     clean = [r["results"][k]["clean"] for k in names]
     shifted = [r["results"][k]["shifted"] for k in names]
     positions = np.arange(len(names))
     ax.bar(positions - 0.2, clean, 0.4, label="test digits")
-    ax.bar(positions + 0.2, shifted, 0.4, label="shifted by 1 pixel (mean of 4 directions)")
+    ax.bar(positions + 0.2, shifted, 0.4, label="shifted by 1 pixel\n(mean of 4 directions)")
     for p, (c, s) in enumerate(zip(clean, shifted)):
         ax.text(p + 0.2, s + 0.01, f"-{100 * (c - s):.0f} pts", ha="center", fontsize=9)
     ax.set_xticks(positions, [name.replace(" ", "\n") for name in names])
     ax.set(ylim=(0.0, 1.45), ylabel="test accuracy", title="Pooling and a 1-pixel shift")
-    ax.legend(fontsize=8, loc="upper center")
+    ax.legend(fontsize=8, loc="upper center", ncol=2)
     fig.savefig(path, dpi=80, bbox_inches="tight")
     plt.close(fig)
 

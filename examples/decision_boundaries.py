@@ -42,8 +42,9 @@ from fnn import layers as L
 
 SETTINGS = {
     "default": dict(points=200, turns=2.0, depth_steps=2000, widths=(1, 2, 4, 8, 16, 32), width_steps=2000,
-                    restarts=3),
-    "quick": dict(points=100, turns=1.75, depth_steps=800, widths=(1, 4, 16), width_steps=800, restarts=2),
+                    width_lr=0.01, restarts=3),
+    "quick": dict(points=100, turns=1.75, depth_steps=800, widths=(1, 4, 16), width_steps=800, width_lr=0.02,
+                  restarts=1),
 }
 HIDDEN = 6
 
@@ -113,7 +114,8 @@ def run(*, quick: bool = False, seed: int = 0) -> dict[str, Any]:
         fits = []  # the theorem says a good fit exists: the best of a few starts measures that, not one start's luck
         for restart in range(cfg["restarts"]):
             params, state, _ = fit_full_batch(model, fnn.losses.mse, xs, target_function(xs),
-                                              steps=cfg["width_steps"], lr=0.01, seed=seed + restart)
+                                              steps=cfg["width_steps"], lr=cfg["width_lr"],
+                                              seed=seed + restart)
             prediction = model.apply(params, state, dense_xs)[0]
             fits.append({"curve": prediction[:, 0],
                          "max_error": float(np.max(np.abs(prediction - target_function(dense_xs))))})
@@ -147,8 +149,8 @@ def plot(r: dict[str, Any], path: str) -> None:
         ax.contour(grid[..., 0], grid[..., 1], result["probability"], levels=[0.5], colors="k", linewidths=1)
         for label, color in ((0, "tab:blue"), (1, "tab:red")):
             ax.scatter(*x[y == label].T, s=6, color=color, label=f"class {label}")
-        ax.set(title=f"{k} hidden layer{'s' if k != 1 else ''}: {result['accuracy']:.0%} right",
-               xlabel="x1", ylabel="x2" if k == 0 else None, aspect="equal")
+        ax.set_title(f"{k} hidden layer{'s' if k != 1 else ''}: {result['accuracy']:.0%} right", fontsize=10)
+        ax.set(xlabel="x1", ylabel="x2" if k == 0 else None, aspect="equal")
         if k == 0:
             ax.legend(fontsize=7, loc="lower left")
     fig.colorbar(shading, ax=fig.axes[:4], shrink=0.8, label="P(class 1)")

@@ -192,7 +192,9 @@ def plot(r: dict[str, Any], path: str) -> None:
     ax.semilogy(epochs, r["relu_norms"][:, 0], "k--", label="layer 1, relu net")
     ax.set(title=f"Vanishing: {norms.shape[1] - 1} sigmoid layers on the digits", xlabel="epoch",
            ylabel="||dL/dW|| (mean over the epoch)")
-    ax.legend(fontsize=7, ncol=2)
+    bottom, top = ax.get_ylim()
+    ax.set_ylim(bottom, top * 1e3)  # room for the legend above the curves
+    ax.legend(fontsize=7, ncol=3, loc="upper center")
 
     steps = np.arange(1, len(r["clipped"]["loss"]) + 1)
     runs = (("unclipped", "tab:red", "no clipping"), ("clipped", "tab:blue", "clip_by_global_norm(1)"))
