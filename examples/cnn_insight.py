@@ -44,7 +44,7 @@ from fnn.data import load_digits, train_val_split
 
 SETTINGS = {
     "default": dict(epochs=15, features=(16, 32), backend="jax"),
-    "quick": dict(epochs=4, features=(8, 16), backend="numpy"),
+    "quick": dict(epochs=4, features=(4, 8), backend="numpy"),
 }
 
 

@@ -114,11 +114,11 @@ def test_cnn_insight_pooling_tolerates_a_shift(tmp_path, capsys):
     r = module.main(["--quick", "--out", str(png)])
     out = capsys.readouterr().out
     pooled, flat = r["results"]["with pooling"], r["results"]["without pooling"]
-    assert pooled["clean"] > 0.9 and flat["clean"] > 0.9
+    assert pooled["clean"] > 0.8 and flat["clean"] > 0.9
     lost_pooled, lost_flat = number(r"lost to a 1-pixel shift: with pooling ([\d.]+), without pooling ([\d.]+)", out)
     assert 0 < lost_pooled < lost_flat
     before, after = pooled["kernels_before"], pooled["kernels_after"]
-    assert before.shape == after.shape == (3, 3, 1, 8)
+    assert before.shape == after.shape == (3, 3, 1, 4)
     change = number(r"first-layer kernels: relative change ([\d.]+) in training", out)[0]
     assert 0.05 < change == round(module.kernel_change(pooled), 2)
     assert png.stat().st_size > 15_000
