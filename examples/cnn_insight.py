@@ -22,7 +22,7 @@ network loses less accuracy under the shift than the one without pooling.
 
     python examples/cnn_insight.py [--quick] [--out cnn_insight.png]
 
-The default run takes about 35 seconds (11 s of CPU time) on 2 busy CPU
+The default run takes about 40 seconds (11 s of CPU time) on 2 busy CPU
 cores (``--quick``: a few seconds, on NumPy). It prints::
 
     test accuracy: with pooling 0.992 -> 0.689 shifted by 1 pixel; without pooling 0.986 -> 0.538

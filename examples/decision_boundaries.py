@@ -20,7 +20,7 @@ they compile): the hand-written backward rules, ``fnn.value_and_grad(method="man
 
     python examples/decision_boundaries.py [--quick] [--out decision_boundaries.png]
 
-The default run takes about 30 seconds (12 s of CPU time) on 2 busy CPU
+The default run takes about 35 seconds (12 s of CPU time) on 2 busy CPU
 cores (``--quick``: a few). It prints::
 
     spirals training accuracy: 0 hidden 0.65, 1 hidden 0.87, 2 hidden 1.00, 3 hidden 1.00

@@ -23,8 +23,8 @@ batch_norm -> relu -> conv 3x3``, plus the input in the residual network.
 
     python examples/depth.py [--quick] [--out depth.png]
 
-The default run takes about 2 minutes on 2 CPU cores shared with other work
-(25 s of CPU time). ``--quick`` (6 channels, 600 digits, 3 epochs, on NumPy)
+The default run takes about 80 seconds on 2 CPU cores shared with other work
+(23 s of CPU time). ``--quick`` (6 channels, 600 digits, 3 epochs, on NumPy)
 is too short for the shallow network to overtake the deep plain one; it shows
 the residual network training far better than the plain one of its depth.
 The default run prints::

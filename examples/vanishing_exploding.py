@@ -26,7 +26,7 @@ remembers only the late value); the plain start stays near that plateau.
 
     python examples/vanishing_exploding.py [--quick] [--out vanishing_exploding.png]
 
-The default run takes about 35 seconds (12 s of CPU time) on 2 busy CPU
+The default run takes about 40 seconds (12 s of CPU time) on 2 busy CPU
 cores (``--quick``: a few seconds of CPU). It prints::
 
     deep sigmoid: first / last hidden layer gradient norm 7.2e-05 (relu 1.9e+00)
