@@ -2,11 +2,10 @@
 
 Part 1 (filters). The first convolution's kernels of a LeNet-style network
 on the bundled 8x8 digits, before training (He-normal noise) and after. On
-images this small, 3x3 kernels move only part of the way from their random
-start (the script prints the relative change ``||after - before|| /
-||before||``): the first layer's detectors are mostly kept and re-weighted by
-the layers above, unlike the smooth edge detectors that large kernels learn
-on large images.
+images this small, 3x3 kernels are reshaped rather than replaced: they move
+by about half their initial norm (the script prints the relative change
+``||after - before|| / ||before||``), keeping much of their random start,
+unlike the smooth edge detectors that large kernels learn on large images.
 
 Part 2 (pooling). Two networks, with the same convolutions and the same
 training, differ only in the pooling:
