@@ -32,3 +32,30 @@ def test_computational_graph_gives_the_books_derivatives(tmp_path, capsys):
     assert result["backward"]["apples cost"] == result["backward"]["subtotal"] == pytest.approx(1.1)
     assert "d price / d tax: 650 (book 650" in capsys.readouterr().out
     assert (tmp_path / "graph.png").stat().st_size > 10_000
+
+
+def test_every_optimizer_learns_faster_than_plain_sgd_on_the_digits(tmp_path, capsys):
+    example = load_example("optimizers_digits")
+    result = example.main(["--quick", "--out", str(tmp_path / "opt.png")])
+    final = result["final"]
+    assert set(final) == {"SGD", "Momentum", "Nesterov", "AdaGrad", "RMSProp", "Adam"}
+    others = [v for name, v in final.items() if name != "SGD"]
+    assert final["SGD"] > 1.5 and max(others) < 0.5, final  # SGD has barely started; the others have learnt
+    assert all(np.isfinite(c).all() and c[-15:].mean() < c[:15].mean() for c in result["losses"].values())
+    assert "slowest to learn: SGD" in capsys.readouterr().out
+    assert (tmp_path / "opt.png").stat().st_size > 10_000
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + np.array(array.shape, ">u4").tobytes()
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def test_optimizers_read_mnist_idx_files_from_data_dir(tmp_path):
+    rng = np.random.default_rng(0)
+    _write_idx(tmp_path / "train-images-idx3-ubyte", rng.integers(0, 256, (200, 28, 28)))
+    _write_idx(tmp_path / "train-labels-idx1-ubyte", rng.integers(0, 10, 200))
+    result = load_example("optimizers_digits").run(steps=3, width=8, data_dir=str(tmp_path), backend="numpy",
+                                                   names=["SGD", "Adam"])
+    assert result["data"] == f"MNIST from {tmp_path} (200 28x28 images)"
+    assert [len(c) for c in result["losses"].values()] == [3, 3]
