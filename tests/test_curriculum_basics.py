@@ -59,3 +59,16 @@ def test_optimizers_read_mnist_idx_files_from_data_dir(tmp_path):
                                                    names=["SGD", "Adam"])
     assert result["data"] == f"MNIST from {tmp_path} (200 28x28 images)"
     assert [len(c) for c in result["losses"].values()] == [3, 3]
+
+
+def test_batch_norm_learns_at_weight_scales_where_the_plain_network_does_not(tmp_path, capsys):
+    example = load_example("batch_norm_scales")
+    result = example.main(["--quick", "--out", str(tmp_path / "bn.png")])
+    np.testing.assert_allclose(result["scales"], [0.3, 0.05, 0.01, 0.002])
+    with_bn = np.array([example.final_accuracy(c) for c in result["with_bn"]])
+    without = np.array([example.final_accuracy(c) for c in result["without_bn"]])
+    assert without[0] > 0.7, without  # near He's scale the plain network learns
+    assert np.all(without[1:] < 0.2), without  # below it the signal vanishes: chance level
+    assert np.all(with_bn > 0.55) and np.all(with_bn[1:] - without[1:] > 0.4), (with_bn, without)
+    assert "reaching 90% training accuracy" in capsys.readouterr().out
+    assert (tmp_path / "bn.png").stat().st_size > 10_000
