@@ -72,3 +72,20 @@ def test_batch_norm_learns_at_weight_scales_where_the_plain_network_does_not(tmp
     assert np.all(with_bn > 0.55) and np.all(with_bn[1:] - without[1:] > 0.4), (with_bn, without)
     assert "reaching 90% training accuracy" in capsys.readouterr().out
     assert (tmp_path / "bn.png").stat().st_size > 10_000
+
+
+def test_activations_sigmoid_is_slow_relus_die_at_high_lr_sigmoid_inputs_zig_zag(tmp_path, capsys):
+    example = load_example("activations_compared")
+    result = example.main(["--quick", "--out", str(tmp_path / "act.png")])
+    final = {name: curve[-1] for name, curve in result["speed"].items()}
+    assert final["sigmoid"] > 2.0 and max(final["tanh"], final["relu"], final["rrelu"]) < 1.0, final
+    assert final["rrelu"] < 1.5 * final["relu"], final  # rrelu keeps pace with relu
+    high, low = result["dead"][1.0], result["dead"][0.01]
+    assert np.nanmax(high) > 0.5 and np.nanmax(low) < 0.1, (high, low)
+    assert result["one_sign"]["sigmoid"] == 1.0 and result["one_sign"]["tanh"] < 0.1, result["one_sign"]
+    sig, tanh = result["path_stats"]["sigmoid"], result["path_stats"]["tanh"]
+    assert sig["same_sign"] == 1.0 and tanh["same_sign"] < 0.8, (sig, tanh)
+    assert sig["distance"] > 0.3 and tanh["distance"] < 0.01, (sig, tanh)
+    out = capsys.readouterr().out
+    assert f"dead ReLU fraction: {np.nanmax(high):.2f} (lr 1) vs {np.nanmax(low):.2f} (lr 0.01)" in out
+    assert (tmp_path / "act.png").stat().st_size > 10_000
