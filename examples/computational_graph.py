@@ -72,7 +72,8 @@ def node_by_node(values: dict) -> dict:
     backward = {"apple price": d_apple_price, "apples": d_apples, "orange price": d_orange_price,
                 "oranges": d_oranges, "tax": d_tax, "apples cost": d_apples_cost, "oranges cost": d_oranges_cost,
                 "subtotal": d_subtotal, "total": d_total}
-    return {"forward": {k: _value(x) for k, x in forward.items()}, "backward": {k: _value(x) for k, x in backward.items()}}
+    return {"forward": {k: _value(x) for k, x in forward.items()},
+            "backward": {k: _value(x) for k, x in backward.items()}}
 
 
 def _model_input(values: dict) -> tuple:

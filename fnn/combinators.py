@@ -31,7 +31,9 @@ from fnn.core import (
     single_shape,
 )
 
-__all__ = ["serial", "parallel", "fan_out", "fan_in_sum", "fan_in_mul", "fan_in_concat", "residual", "unique_names", "modes"]
+__all__ = [
+    "serial", "parallel", "fan_out", "fan_in_sum", "fan_in_mul", "fan_in_concat", "residual", "unique_names", "modes"
+]
 
 Call = Callable[[Layer, Any, Any, Any, Any, bool], tuple[Any, Any, Any]]
 

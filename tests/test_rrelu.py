@@ -66,7 +66,8 @@ def test_backward_uses_the_forward_slopes_under_jit_with_a_jax_key():
     y, manual, auto = grads(x, dy)
     np.testing.assert_allclose(manual, auto, rtol=1e-12)
     slopes = np.asarray(y / x)
-    np.testing.assert_allclose(np.asarray(manual), np.asarray(dy) * slopes, rtol=1e-12)  # dx = slope * dy, slope 1 for x > 0
+    # dx = slope * dy, the slope being 1 where x > 0
+    np.testing.assert_allclose(np.asarray(manual), np.asarray(dy) * slopes, rtol=1e-12)
 
 
 def test_train_mode_without_a_key_says_key():

@@ -17,7 +17,16 @@ import numpy as np
 from fnn import backend
 from fnn import functional as F
 from fnn.kernels.relu import relu_select
-from fnn.core import Layer, LayerError, check_no_params, check_param_shapes, expect_single, layer_factory, no_params, single_shape
+from fnn.core import (
+    Layer,
+    LayerError,
+    check_no_params,
+    check_param_shapes,
+    expect_single,
+    layer_factory,
+    no_params,
+    single_shape,
+)
 
 __all__ = [
     "Activation",
