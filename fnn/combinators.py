@@ -270,6 +270,20 @@ fan_in_sum = _fan_in_sum()
 
 
 def _fan_in_mul() -> Layer:
+    """The multiply node of a computational graph, as a layer.
+
+        forward:   y = x_0 * x_1 * ... * x_{n-1}         (elementwise, identical shapes)
+        backward:  dx_i = dy * prod_{j != i} x_j          (two inputs: each gets dy times the other)
+
+    The residuals are the inputs; the products of the others come from prefix
+    and suffix products, never from ``y / x_i``, so a zero input is fine.
+
+    >>> import numpy as np, fnn
+    >>> price, count = np.array([[100.0]]), np.array([[2.0]])
+    >>> y, _, res = fnn.layers.fan_in_mul.fwd({}, {}, (price, count))
+    >>> y, fnn.layers.fan_in_mul.bwd({}, res, np.array([[1.1]]))[1]
+    (array([[200.]]), (array([[2.2]]), array([[110.]])))
+    """
     name = "fan_in_mul"
 
     def out_shape(shape):
