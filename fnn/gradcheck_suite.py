@@ -150,6 +150,8 @@ CASES: list[Case] = [
     Case("leaky_relu", lambda: L.leaky_relu(0.1), (4, 5)),
     Case("elu", lambda: L.elu(1.0), (4, 5)),
     Case("prelu", lambda: L.prelu(0.25), (4, 5)),
+    Case("rrelu (train)", lambda: L.rrelu(0.1, 0.3), (4, 5), train=True),
+    Case("rrelu (eval)", lambda: L.rrelu(0.1, 0.3), (4, 5)),
     Case("flatten", lambda: L.flatten, (2, 3, 4)),
     Case("reshape", lambda: L.reshape((4, 3)), (2, 3, 4)),
     # convolution and pooling
@@ -200,6 +202,7 @@ CASES: list[Case] = [
     Case("fan_out + fan_in_sum", lambda: L.serial(L.fan_out(2), L.parallel(L.dense(3), L.dense(3)), L.fan_in_sum),
          (3, 4)),
     Case("fan_in_concat", lambda: L.fan_in_concat(), ((3, 2), (3, 4))),
+    Case("fan_in_mul", lambda: L.fan_in_mul, ((3, 4), (3, 4), (3, 4))),
     # losses (the pred is the input)
     Case("mse", lambda: loss_as_layer(losses.mse, _SOFT), (4, 4)),
     Case("huber", lambda: loss_as_layer(losses.huber(0.5), _SOFT), (4, 4)),
