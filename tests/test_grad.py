@@ -244,8 +244,13 @@ def test_a_backward_rule_returning_a_wrong_gradient_shape_is_named(problem):
         fnn.value_and_grad(model, losses.softmax_cross_entropy, "manual")(p, s, x, y)
 
 
-def test_an_uncalled_loss_factory_is_named_with_the_fix(problem):
-    params, state, x, y = problem
+def test_a_loss_with_hyper_parameters_is_passed_as_a_value(problem):
+    params, state, x, labels = problem
+    y = np.eye(3)[labels] * 3.0  # residuals on both sides of delta
     for method in ("manual", "autodiff"):
-        with pytest.raises(TypeError, match=r"pass fnn.losses.huber\(\) \(e.g. huber\(delta=1.0\)\), not the function"):
-            fnn.value_and_grad(MODEL, losses.huber, method)
+        (value, _), _ = fnn.value_and_grad(MODEL, losses.huber, method)(params, state, x, y)
+        (halved, _), _ = fnn.value_and_grad(MODEL, losses.huber.replace(delta=0.5), method)(params, state, x, y)
+        assert float(value) == pytest.approx(float(losses.huber(MODEL.apply(params, state, x)[0], y)))
+        assert float(halved) == pytest.approx(float(losses.huber(MODEL.apply(params, state, x)[0], y, delta=0.5)))
+        with pytest.raises(TypeError, match=r"value_and_grad: loss must be a loss such as"):
+            fnn.value_and_grad(MODEL, "mse", method)
