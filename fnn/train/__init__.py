@@ -21,12 +21,14 @@ that compiles a whole epoch into one call, evaluation and prediction.
   non-finite loss, checkpoints and exact resume;
 * callbacks (:mod:`fnn.train.callbacks`): :class:`Callback`,
   :class:`StopTraining`, :class:`EarlyStopping`, :class:`ReduceLROnPlateau`,
-  :class:`CSVLogger`, :class:`Checkpoint` — ``fit(..., callbacks=[...])``;
+  :class:`Checkpoint` — ``fit(..., callbacks=[...])``; and the loggers
+  (:mod:`fnn.train.loggers`): :class:`CSVLogger`, :class:`TensorBoard`;
 * :func:`evaluate`, :func:`predict` — eval mode, batched, compiled once;
 * :class:`History`, :func:`plot_history`.
 """
 
-from fnn.train.callbacks import Callback, Checkpoint, CSVLogger, EarlyStopping, ReduceLROnPlateau, StopTraining
+from fnn.train.callbacks import Callback, Checkpoint, EarlyStopping, ReduceLROnPlateau, StopTraining
+from fnn.train.loggers import CSVLogger, TensorBoard
 from fnn.train.evaluate import evaluate, predict
 from fnn.train.history import History, plot_history
 from fnn.train.loop import fit
@@ -46,6 +48,7 @@ __all__ = [
     "EarlyStopping",
     "ReduceLROnPlateau",
     "CSVLogger",
+    "TensorBoard",
     "Checkpoint",
     "evaluate",
     "predict",
