@@ -68,3 +68,22 @@ def test_tensorboard_without_tensorboardx_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorboardX", None)  # as if not installed
     with pytest.raises(ImportError, match=r"TensorBoard needs tensorboardX: pip install 'fnn\[log\]'"):
         train.TensorBoard("runs")
+
+
+def test_the_progress_bar_rate_excludes_the_first_epochs_compilation(capsys):
+    import time
+
+    from fnn.train.loop import _Bar
+
+    bar = _Bar(True, True, epochs=20, start=0, steps=5)
+    time.sleep(0.6)  # the first epoch on JAX: compiling it, then running it
+    bar.epoch({"train_loss": 1.0})
+    for _ in range(2):
+        time.sleep(0.12)  # compiled epochs, 8 per second
+        bar.epoch({"train_loss": 1.0})
+    meter = bar.bar.format_dict
+    rate = meter["rate"] or (meter["n"] - meter["initial"]) / meter["elapsed"]
+    bar.close()
+    capsys.readouterr()
+    assert meter["n"] == 3 and meter["elapsed"] < 0.5  # the clock started after the first epoch
+    assert 6.0 < rate < 9.0, rate  # with the compilation counted it would be below 5

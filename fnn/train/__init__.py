@@ -30,7 +30,7 @@ that compiles a whole epoch into one call, evaluation and prediction.
 from fnn.train.callbacks import Callback, Checkpoint, EarlyStopping, ReduceLROnPlateau, StopTraining
 from fnn.train.loggers import CSVLogger, TensorBoard
 from fnn.train.evaluate import evaluate, predict
-from fnn.train.history import History, plot_history
+from fnn.train.history import History, plot_grad_stats, plot_history
 from fnn.train.loop import fit
 from fnn.train.state import TrainState, init_state
 from fnn.train.step import eval_batch, gradient_stats, step_key, train_step
@@ -54,4 +54,5 @@ __all__ = [
     "predict",
     "History",
     "plot_history",
+    "plot_grad_stats",
 ]
