@@ -207,6 +207,11 @@ huber = _with_defaults(
     with r = pred - target; its gradient is clip(r, -delta, delta) / size. delta defaults to 1.0
     (huber.replace(delta=0.5), or huber(pred, target, delta=0.5)).""",
 )
+"""Huber loss, mean over all elements: ``r^2/2`` for ``|r| <= delta``, else
+``delta (|r| - delta/2)``, with ``r = pred - target``; its gradient is
+``clip(r, -delta, delta) / size``. A value: ``delta`` defaults to 1.0;
+``huber.replace(delta=0.5)`` is the loss with another, as is the call
+keyword ``huber(pred, target, delta=0.5)``."""
 
 
 # --------------------------------------------------------------------------- #
@@ -320,6 +325,10 @@ cross_entropy = _with_defaults(
     delta (default 1e-7) keeps log(0) finite. Prefer softmax_cross_entropy on logits, which
     needs no delta.""",
 )
+"""Cross-entropy of probabilities ``p`` (e.g. a softmax output):
+``-sum(t log(p + delta)) / N``, ``delta`` (default 1e-7) keeping ``log(0)``
+finite; targets as for :data:`softmax_cross_entropy`. Prefer
+:data:`softmax_cross_entropy` on logits, which needs no delta."""
 
 
 def _binary_cross_entropy_options(delta: float = 1e-7) -> dict[str, float]:
@@ -345,6 +354,8 @@ binary_cross_entropy = _with_defaults(
     doc="""Binary cross-entropy of probabilities, mean over all elements:
     -[t log(p + delta) + (1 - t) log(1 - p + delta)], delta defaulting to 1e-7.""",
 )
+"""Binary cross-entropy of probabilities, mean over all elements:
+``-[t log(p + delta) + (1 - t) log(1 - p + delta)]``, ``delta`` defaulting to 1e-7."""
 
 
 #: The losses with hyper-parameters (each a value at its defaults; ``.replace(...)`` changes them).
