@@ -55,7 +55,9 @@ class _Bar:
 
     On JAX the first epoch includes compiling it, which can take far longer
     than the epoch itself: the bar restarts its clock after that epoch, so the
-    rate and the time left are those of the compiled epochs only.
+    rate and the time left are those of the compiled epochs only (and the
+    elapsed time it shows counts from there; the record's ``seconds`` keep
+    the whole first epoch).
     """
 
     def __init__(self, enabled: bool, on_jax: bool, epochs: int, start: int, steps: int):
