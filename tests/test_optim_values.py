@@ -49,7 +49,7 @@ def test_repr_reads_like_the_call():
     )
     assert repr(optim.adamw(0.1, mask=optim.decay_mask)).endswith("weight_decay=0.0001, mask=decay_mask)")
     assert repr(optim.exponential_decay(0.1, transition_steps=5, decay_rate=0.5)) == (
-        "exponential_decay(init_value=0.1, transition_steps=5, decay_rate=0.5, staircase=False, end_value=None)"
+        "exponential_decay(init_value=0.1, transition_steps=5, decay_rate=0.5, transition_begin=0, staircase=False, end_value=None)"
     )
 
 
