@@ -34,17 +34,6 @@ def test_initialization_histograms_and_training(tmp_path, capsys):
     assert "saved" in capsys.readouterr().out
 
 
-def test_regularization_runs_every_variant(tmp_path):
-    png = tmp_path / "reg.png"
-    results = example("regularization").main(
-        ["--out", str(png), "--epochs", "3", "--train-size", "100", "--hidden", "2", "--backend", "numpy"]
-    )
-    assert list(results) == ["plain", "weight decay 0.03", "dropout 0.15"]
-    for r in results.values():
-        assert len(r["train"]) == len(r["test"]) == 3 and 0 <= r["final_test"] <= 1
-    assert png.stat().st_size > 10_000
-
-
 def test_hyperparameter_search_on_a_log_scale(tmp_path, capsys):
     png = tmp_path / "hp.png"
     out = example("hyperparameter_search").main(

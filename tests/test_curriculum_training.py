@@ -1,0 +1,44 @@
+"""The curriculum's training experiments (issue 18, items 9-12: numerical
+gradients, layer-wise pre-training, regularisation, initialisation) show
+their claims in their ``--quick`` sizes, with fixed seeds."""
+
+import importlib.util
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def example(name: str):
+    """Import examples/<name>.py as a module (the examples are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"curriculum_{name}", ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_regularization_l1_zeroes_weights_and_l2_shrinks_them_all(tmp_path, capsys):
+    png = tmp_path / "reg.png"
+    results = example("regularization").main(["--quick", "--penalty-in-loss", "--backend", "numpy", "--out", str(png)])
+    assert list(results) == ["plain", "L2 0.03", "L1 0.01", "dropout 0.15"]
+    plain, l2, l1 = results["plain"], results["L2 0.03"], results["L1 0.01"]
+    assert l1["near_zero"] > 0.25 and plain["near_zero"] < 0.02 and l2["near_zero"] < 0.02  # L1: sparse
+    assert l2["mean_abs"] < 0.8 * plain["mean_abs"]  # L2: every weight smaller
+    assert np.median(np.abs(l2["abs_weights"])) < 0.8 * np.median(np.abs(plain["abs_weights"]))
+    for r in results.values():
+        assert len(r["train"]) == len(r["test"]) == 150 and r["final_test"] > 0.6
+        np.testing.assert_allclose(r["train_loss"], np.add(r["data_loss"], r["penalties"]))  # --penalty-in-loss
+    assert plain["penalty"] == 0 and l2["penalty"] > 0.1 and l1["penalty"] > 0.1
+    out = capsys.readouterr().out
+    assert re.search(r"weights near 0 \(\|w\| < 0\.001\): plain \d\.\d%, L2 0\.03 \d\.\d%, L1 0\.01 \d\d\.\d%", out), out
+    assert "train loss + penalty" in out and png.stat().st_size > 10_000
+
+
+def test_regularization_penalty_is_the_loss_term():
+    reg = example("regularization")
+    params = {"dense": {"w": np.array([[1.0, -2.0]]), "b": np.array([5.0, 5.0])}}
+    assert reg.penalty(params, l2=0.5) == pytest.approx(0.5 / 2 * 5.0)  # biases are not penalised
+    assert reg.penalty(params, l1=0.1) == pytest.approx(0.1 * 3.0)
