@@ -42,3 +42,30 @@ def test_regularization_penalty_is_the_loss_term():
     params = {"dense": {"w": np.array([[1.0, -2.0]]), "b": np.array([5.0, 5.0])}}
     assert reg.penalty(params, l2=0.5) == pytest.approx(0.5 / 2 * 5.0)  # biases are not penalised
     assert reg.penalty(params, l1=0.1) == pytest.approx(0.1 * 3.0)
+
+
+def test_initialization_notes_xavier_is_lecun_beside_glorot_and_he(tmp_path, capsys):
+    png = tmp_path / "init.png"
+    result = example("initialization").main(["--quick", "--out", str(png), "--backend", "numpy"])
+    spread = result["spread"]
+    assert spread["sigmoid", "std 0.01"][-1] < 0.05  # every unit near 0.5: no diversity
+    assert spread["sigmoid", "std 1"][-1] > 0.4  # saturated at 0 and 1
+    assert 0.1 < spread["sigmoid", "LeCun"][-1] < 0.3
+    assert spread["relu", "std 0.01"][-1] < 1e-4  # vanishing activations
+    assert spread["relu", "std 1"][-1] > 100  # exploding activations
+    assert 0.5 < spread["relu", "He"][-1] < 1.5  # kept in scale through five layers
+    assert spread["relu", "LeCun"][-1] < 0.5 * spread["relu", "LeCun"][0]  # 1/sqrt(n) halves ReLU's variance per layer
+    # the notes' Xavier (1/sqrt(n_in)) is LeCun's rule; Glorot's differs except for square layers
+    for name, rows in result["stds"].items():
+        for n_in, measured, formula in rows:
+            assert measured == pytest.approx(formula, rel=0.06), (name, n_in)
+    stds = {name: {n_in: formula for n_in, _, formula in rows} for name, rows in result["stds"].items()}
+    assert stds["LeCun"][1000] == pytest.approx(1 / np.sqrt(1000))
+    assert stds["Glorot"][100] == pytest.approx(stds["LeCun"][100]) and stds["Glorot"][1000] > 1.3 * stds["LeCun"][1000]
+    assert stds["He"][300] == pytest.approx(np.sqrt(2) * stds["LeCun"][300])
+    curves = result["curves"]
+    assert list(curves) == ["std 0.01", "LeCun", "Glorot", "He"]
+    assert curves["He"][-1] < curves["LeCun"][-1] and curves["He"][-1] < curves["std 0.01"][-1] - 0.2
+    out = capsys.readouterr().out
+    assert "LeCun 1/√n_in (notes' Xavier)" in out and "saved" in out
+    assert png.stat().st_size > 20_000

@@ -17,23 +17,6 @@ def example(name: str):
     return module
 
 
-def test_initialization_histograms_and_training(tmp_path, capsys):
-    png = tmp_path / "init.png"
-    argv = ["--out", str(png), "--epochs", "3", "--train-size", "500", "--backend", "numpy"]
-    result = example("initialization").main(argv)
-    spread = result["spread"]
-    assert spread["sigmoid", "std 0.01"][-1] < 0.05  # every unit near 0.5: no diversity
-    assert spread["sigmoid", "std 1"][-1] > 0.4  # saturated at 0 and 1
-    assert 0.1 < spread["sigmoid", "Xavier"][-1] < 0.3
-    assert spread["relu", "std 0.01"][-1] < 1e-4  # vanishing activations
-    assert spread["relu", "std 1"][-1] > 100  # exploding activations
-    assert 0.5 < spread["relu", "He"][-1] < 1.5  # kept in scale through five layers
-    curves = result["curves"]
-    assert curves["He"][-1] < curves["std 0.01"][-1]  # std 0.01 barely learns
-    assert png.stat().st_size > 20_000
-    assert "saved" in capsys.readouterr().out
-
-
 def test_hyperparameter_search_on_a_log_scale(tmp_path, capsys):
     png = tmp_path / "hp.png"
     out = example("hyperparameter_search").main(
