@@ -69,3 +69,25 @@ def test_initialization_notes_xavier_is_lecun_beside_glorot_and_he(tmp_path, cap
     out = capsys.readouterr().out
     assert "LeCun 1/√n_in (notes' Xavier)" in out and "saved" in out
     assert png.stat().st_size > 20_000
+
+
+def test_hyperparameter_search_narrows_its_range_and_marks_diverged_trials(tmp_path, capsys):
+    png = tmp_path / "hp.png"
+    out = example("hyperparameter_search").main(["--quick", "--out", str(png)])
+    results, best, ranges = out["results"], out["best"], out["ranges"]
+    assert len(results) == 16 and [r["round"] for r in results] == [1] * 8 + [2] * 8
+    assert ranges[0] == ((-4.0, 2.0), (-8.0, -2.0))
+    for r in results:  # each trial drawn on a log scale inside its round's range
+        (lr_low, lr_high), (wd_low, wd_high) = ranges[r["round"] - 1]
+        assert lr_low <= np.log10(r["lr"]) <= lr_high and wd_low <= np.log10(r["weight_decay"]) <= wd_high
+    (lr1, wd1), (lr2, wd2) = ranges
+    assert lr1[0] <= lr2[0] < lr2[1] <= lr1[1] and lr2[1] - lr2[0] < 0.5 * (lr1[1] - lr1[0])  # narrowed
+    assert wd1[0] <= wd2[0] < wd2[1] <= wd1[1]
+    by_round = [[r for r in results if r["round"] == k] for k in (1, 2)]
+    assert sum(r["diverged"] for r in by_round[0]) >= 1 and not any(r["diverged"] for r in by_round[1])
+    assert np.median([r["val_accuracy"] for r in by_round[1]]) > np.median([r["val_accuracy"] for r in by_round[0]])
+    assert not best["diverged"] and best["val_accuracy"] == max(r["val_accuracy"] for r in results)
+    assert 0.3 < best["test_accuracy"] <= 1
+    text = capsys.readouterr().out
+    assert re.search(r"^diverged \(stopped at a non-finite loss\): [1-9]\d* of 16$", text, flags=re.M), text
+    assert "measured once" in text and png.stat().st_size > 10_000

@@ -17,19 +17,6 @@ def example(name: str):
     return module
 
 
-def test_hyperparameter_search_on_a_log_scale(tmp_path, capsys):
-    png = tmp_path / "hp.png"
-    out = example("hyperparameter_search").main(
-        ["--out", str(png), "--trials", "3", "--epochs", "2", "--backend", "numpy"]
-    )
-    results, best = out["results"], out["best"]
-    assert len(results) == 3
-    assert all(1e-4 <= r["lr"] <= 1 and 1e-8 <= r["weight_decay"] <= 1e-2 for r in results)
-    assert best["val_accuracy"] == max(r["val_accuracy"] for r in results) and 0 <= best["test_accuracy"] <= 1
-    assert png.stat().st_size > 10_000
-    assert "measured once" in capsys.readouterr().out
-
-
 def test_precision_float64_float32_bfloat16_float16(tmp_path):
     png = tmp_path / "precision.png"
     results = example("precision").main(["--out", str(png), "--epochs", "2", "--hidden", "32"])
