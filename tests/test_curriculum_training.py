@@ -91,3 +91,33 @@ def test_hyperparameter_search_narrows_its_range_and_marks_diverged_trials(tmp_p
     text = capsys.readouterr().out
     assert re.search(r"^diverged \(stopped at a non-finite loss\): [1-9]\d* of 16$", text, flags=re.M), text
     assert "measured once" in text and png.stat().st_size > 10_000
+
+
+def test_pretraining_lifts_a_deep_sigmoid_network_off_its_plateau(tmp_path, capsys):
+    png = tmp_path / "pretraining.png"
+    result = example("pretraining").main(["--quick", "--backend", "numpy", "--out", str(png)])
+    for curve in result["reconstruction"]:  # each autoencoder learns to reconstruct its input
+        assert len(curve) == 15 and curve[-1] < 0.6 * curve[0]
+    random, pretrained = result["random"], result["pre-trained"]
+    assert random["train_loss"][-1] > 2.2 and random["test_accuracy"][-1] < 0.2  # stuck near log(10) = 2.30
+    assert pretrained["train_loss"][-1] < 1.2 and pretrained["test_accuracy"][-1] > 0.4
+    out = capsys.readouterr().out
+    assert re.search(r"^pre-trained init: +train loss [\d.]+ -> [\d.]+, test accuracy [\d.]+% after 10 epochs", out,
+                     flags=re.M), out
+    assert png.stat().st_size > 10_000
+
+
+def test_numerical_gradient_trains_like_backprop_at_2p_forward_passes(tmp_path, capsys):
+    png = tmp_path / "numerical.png"
+    result = example("numerical_gradient").main(["--quick", "--out", str(png)])
+    numerical, backprop = result["curves"]["numerical"], result["curves"]["backprop"]
+    assert len(numerical) == len(backprop) == 4 and backprop[-1] < backprop[0] - 0.1
+    np.testing.assert_allclose(numerical, backprop, rtol=1e-7)  # the same training, step for step
+    rows = result["timings"]
+    assert [r["params"] for r in rows] == [85, 160, 310, 610]  # 64 h + h + 10 h + 10
+    assert all(r["numerical_forwards"] == 2 * r["params"] for r in rows)
+    # timings are noisy on a shared machine: only the gross, many-fold effects are asserted
+    assert all(r["numerical"] > 20 * r["backprop"] for r in rows)
+    assert rows[-1]["numerical"] > 2.5 * rows[0]["numerical"]  # 7x the parameters
+    assert "largest difference between the two loss curves" in capsys.readouterr().out
+    assert png.stat().st_size > 10_000
