@@ -78,7 +78,8 @@ def narrowed(results: list[dict], previous: tuple[tuple, tuple], keep: float = 0
 
 
 def search(trials: int, epochs: int, backend_name: str, seed: int = 0, rounds: int = 3, *,
-           hidden: int = 6, width: int = 100, lr_range: tuple = LR_RANGE, wd_range: tuple = WD_RANGE) -> tuple[list[dict], dict, list[tuple]]:
+           hidden: int = 6, width: int = 100, lr_range: tuple = LR_RANGE,
+           wd_range: tuple = WD_RANGE) -> tuple[list[dict], dict, list[tuple]]:
     """``rounds`` rounds of ``trials`` random trials, each round in the range narrowed by
     the previous ones; returns (every trial, the best with its test accuracy, each round's ranges)."""
     x, y = fnn.data.load_digits()
@@ -150,7 +151,8 @@ def plot(results: list[dict], ranges: list[tuple], path: str, top: int = 5) -> N
     right.set_ylabel("accuracy (validation solid, train dashed)")
     right.set_title(f"the {len(ranked)} best trials")
     right.legend(fontsize=7)
-    fig.suptitle("Hyper-parameter search on a log scale: an MLP trained on digits with SGD, scored on validation digits")
+    fig.suptitle("Hyper-parameter search on a log scale: an MLP trained on digits with SGD, "
+                 "scored on validation digits")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -111,8 +111,8 @@ def train_curves(epochs: int, backend: str, n_train: int | None = None, seed: in
 def rule_stds(fan_ins: tuple[int, ...] = (10, 30, 100, 300, 1000), fan_out: int = 100, seed: int = 0) -> dict:
     """``{rule: [(n_in, measured std, formula std), ...]}`` for dense(fan_out) weights of each fan-in."""
     key = fnn.key(seed, backend="numpy")
-    return {name: [(n_in, float(np.std(INITS[name](fnn.fold_in(key, n_in), (n_in, fan_out)))), float(rule(n_in, fan_out)))
-                   for n_in in fan_ins]
+    return {name: [(n_in, float(np.std(INITS[name](fnn.fold_in(key, n_in), (n_in, fan_out)))),
+                    float(rule(n_in, fan_out))) for n_in in fan_ins]
             for name, rule in RULES.items()}
 
 
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default="initialization.png")
     parser.add_argument("--quick", action="store_true", help="the test's size: 3 epochs on 500 digits")
     parser.add_argument("--epochs", type=int, default=None, help="default 15 (3 with --quick)")
-    parser.add_argument("--train-size", type=int, default=None, help="train on the first N digits only (500 with --quick)")
+    parser.add_argument("--train-size", type=int, default=None, help="train on the first N digits (500 with --quick)")
     parser.add_argument("--backend", choices=("jax", "numpy"), default="jax" if fnn.backend.HAS_JAX else "numpy")
     args = parser.parse_args(argv)
     epochs = args.epochs or (3 if args.quick else 15)

@@ -196,7 +196,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"{'backprop ms':>12s} {'numerical / backprop':>21s}")
     for r in rows:
         print(f"{r['hidden']:6d} {r['params']:7d} {r['forward'] * 1e3:10.3f} {r['numerical'] * 1e3:13.2f} "
-              f"{r['numerical'] / r['forward']:12.0f} {r['backprop'] * 1e3:12.3f} {r['numerical'] / r['backprop']:21.0f}")
+              f"{r['numerical'] / r['forward']:12.0f} {r['backprop'] * 1e3:12.3f} "
+              f"{r['numerical'] / r['backprop']:21.0f}")
     params = [r["params"] for r in rows]
     print(f"time ~ P^{slope(params, [r['numerical'] for r in rows]):.2f} (numerical) "
           f"vs P^{slope(params, [r['backprop'] for r in rows]):.2f} (backprop)")

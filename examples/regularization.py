@@ -84,7 +84,8 @@ def variants(l2: float, l1: float, dropout_rate: float, lr: float, hidden: int, 
     plain = mlp(hidden=hidden, width=width)
     return {
         "plain": (plain, optim.sgd(lr), 0.0, 0.0),
-        f"L2 {l2:g}": (plain, optim.chain(optim.add_decayed_weights(l2, mask=optim.decay_mask), optim.sgd(lr)), l2, 0.0),
+        f"L2 {l2:g}": (plain, optim.chain(optim.add_decayed_weights(l2, mask=optim.decay_mask), optim.sgd(lr)),
+                       l2, 0.0),
         f"L1 {l1:g}": (plain, optim.chain(optim.add_l1(l1, mask=optim.decay_mask), optim.sgd(lr)), 0.0, l1),
         f"dropout {dropout_rate:g}": (mlp(dropout_rate, hidden=hidden, width=width), optim.sgd(lr), 0.0, 0.0),
     }
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, default=None, help="default 300 (150 with --quick)")
     parser.add_argument("--train-size", type=int, default=None, help="default 300 (100 with --quick)")
     parser.add_argument("--weight-decay", "--l2", type=float, default=0.03, help="the L2 strength lambda")
-    parser.add_argument("--l1", type=float, default=None, help="the L1 strength lambda (default 3e-3, 0.01 with --quick)")
+    parser.add_argument("--l1", type=float, default=None, help="the L1 strength (3e-3, 0.01 with --quick)")
     parser.add_argument("--dropout", type=float, default=0.15)
     parser.add_argument("--lr", type=float, default=None, help="default 0.05 (0.1 with --quick)")
     parser.add_argument("--hidden", type=int, default=None, help="number of hidden layers (default 6, 2 with --quick)")

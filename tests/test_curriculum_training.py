@@ -33,7 +33,8 @@ def test_regularization_l1_zeroes_weights_and_l2_shrinks_them_all(tmp_path, caps
         np.testing.assert_allclose(r["train_loss"], np.add(r["data_loss"], r["penalties"]))  # --penalty-in-loss
     assert plain["penalty"] == 0 and l2["penalty"] > 0.1 and l1["penalty"] > 0.1
     out = capsys.readouterr().out
-    assert re.search(r"weights near 0 \(\|w\| < 0\.001\): plain \d\.\d%, L2 0\.03 \d\.\d%, L1 0\.01 \d\d\.\d%", out), out
+    near_zero = r"weights near 0 \(\|w\| < 0\.001\): plain \d\.\d%, L2 0\.03 \d\.\d%, L1 0\.01 \d\d\.\d%"
+    assert re.search(near_zero, out), out
     assert "train loss + penalty" in out and png.stat().st_size > 10_000
 
 
