@@ -18,13 +18,13 @@ reference the notes use to check backpropagation. Two parts:
   backpropagation's time is almost flat while finite differences grow like
   ``P`` (measured about ``P**1.2``; they would approach ``P**2`` once the
   forward pass itself grows with ``P``): at 4,810 parameters one numerical
-  gradient is about 50,000 times slower than backpropagation. The dotted
+  gradient is some 25,000 times slower than backpropagation. The dotted
   line, ``2P`` forward passes alone, shows that the rest of the cost is the
   bookkeeping of nudging each entry (a copy of the leaf for every nudge).
 
 All on NumPy (float64), so nothing is compiled and the timings compare the
-algorithms, not the compilers. The default run takes about 17 s of CPU
-time (25 s on 2 idle CPU cores, 100 s on a busy one).
+algorithms, not the compilers. The default run takes about 16 s of CPU
+time (60 s of wall time on a busy 2-core machine).
 
     python examples/numerical_gradient.py
     python examples/numerical_gradient.py --quick

@@ -17,7 +17,8 @@ autoencoder ``dense -> sigmoid -> dense -> sigmoid``, trained with Adam on
 the mean squared reconstruction error). The pre-trained network learns much
 faster; random initialisation sits on the plateau of the vanishing gradient.
 The figure shows each autoencoder's reconstruction error and the two
-fine-tuning curves. The default run takes about 30 s on 2 CPU cores.
+fine-tuning curves. The default run takes about 8 s of CPU time (30 s of
+wall time on a busy 2-core machine).
 
     python examples/pretraining.py
     python examples/pretraining.py --quick

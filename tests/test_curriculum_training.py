@@ -74,7 +74,7 @@ def test_initialization_notes_xavier_is_lecun_beside_glorot_and_he(tmp_path, cap
 
 def test_hyperparameter_search_narrows_its_range_and_marks_diverged_trials(tmp_path, capsys):
     png = tmp_path / "hp.png"
-    out = example("hyperparameter_search").main(["--quick", "--out", str(png)])
+    out = example("hyperparameter_search").main(["--quick", "--backend", "numpy", "--out", str(png)])
     results, best, ranges = out["results"], out["best"], out["ranges"]
     assert len(results) == 16 and [r["round"] for r in results] == [1] * 8 + [2] * 8
     assert ranges[0] == ((-4.0, 2.0), (-8.0, -2.0))
