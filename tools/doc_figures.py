@@ -24,8 +24,11 @@ FIGURES = ROOT / "docs" / "figures"
 DPI = 80
 # the extra arguments of each example's default run (char_lm needs a text: the README)
 EXAMPLES = {
-    "xor": [], "optimizers": [], "initialization": [], "regularization": [], "hyperparameter_search": [],
-    "precision": [], "cnn": [], "sequence": [], "grokking": [], "char_lm": ["--text", str(ROOT / "README.md")],
+    "computational_graph": [], "xor": [], "activations_compared": [], "decision_boundaries": [],
+    "numerical_gradient": [], "optimizers": [], "optimizers_digits": [], "initialization": [],
+    "batch_norm_scales": [], "regularization": [], "hyperparameter_search": [], "pretraining": [],
+    "vanishing_exploding": [], "depth": [], "cnn": [], "cnn_insight": [], "sequence": [], "precision": [],
+    "grokking": [], "char_lm": ["--text", str(ROOT / "README.md")],
 }
 
 
