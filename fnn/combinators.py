@@ -239,21 +239,29 @@ def fan_out(n: int, *, name: str = "fan_out") -> Layer:
     return Layer(name, init=no_params, out_shape=lambda shape: (single_shape(name, shape),) * n, fwd=fwd, bwd=bwd)
 
 
+def _same_shape(name: str, shape) -> tuple:
+    """The one shape of a tuple of input shapes that must all agree (no broadcasting)."""
+    shapes = _multi_shape(name, shape)
+    for s in shapes[1:]:
+        if not same_dims(s, shapes[0]):
+            raise LayerError(name, f"all inputs must have the same shape (no broadcasting); got {shapes}")
+    return shapes[0]
+
+
+def _same_shape_inputs(name: str, x) -> tuple:
+    """The tuple of inputs, refused unless every array has the same shape."""
+    xs = _multi_input(name, x)
+    shapes = [tuple(np.shape(a)) for a in xs]
+    if any(s != shapes[0] for s in shapes):
+        raise LayerError(name, f"all inputs must have the same shape (no broadcasting); got {shapes}")
+    return xs
+
+
 def _fan_in_sum() -> Layer:
     name = "fan_in_sum"
 
-    def out_shape(shape):
-        shapes = _multi_shape(name, shape)
-        for s in shapes[1:]:
-            if not same_dims(s, shapes[0]):
-                raise LayerError(name, f"all inputs must have the same shape (no broadcasting); got {shapes}")
-        return shapes[0]
-
     def fwd(params, state, x, key, train):
-        xs = _multi_input(name, x)
-        shapes = [tuple(np.shape(a)) for a in xs]
-        if any(s != shapes[0] for s in shapes):
-            raise LayerError(name, f"all inputs must have the same shape (no broadcasting); got {shapes}")
+        xs = _same_shape_inputs(name, x)
         total = xs[0]
         for a in xs[1:]:
             total = total + a
@@ -263,7 +271,7 @@ def _fan_in_sum() -> Layer:
         return {}, (dy,) * n
 
     doc = "Sum of a tuple of inputs of identical shapes."
-    return Layer(name, init=no_params, out_shape=out_shape, fwd=fwd, bwd=bwd, doc=doc)
+    return Layer(name, init=no_params, out_shape=lambda shape: _same_shape(name, shape), fwd=fwd, bwd=bwd, doc=doc)
 
 
 fan_in_sum = _fan_in_sum()
@@ -286,18 +294,8 @@ def _fan_in_mul() -> Layer:
     """
     name = "fan_in_mul"
 
-    def out_shape(shape):
-        shapes = _multi_shape(name, shape)
-        for s in shapes[1:]:
-            if not same_dims(s, shapes[0]):
-                raise LayerError(name, f"all inputs must have the same shape (no broadcasting); got {shapes}")
-        return shapes[0]
-
     def fwd(params, state, x, key, train):
-        xs = _multi_input(name, x)
-        shapes = [tuple(np.shape(a)) for a in xs]
-        if any(s != shapes[0] for s in shapes):
-            raise LayerError(name, f"all inputs must have the same shape (no broadcasting); got {shapes}")
+        xs = _same_shape_inputs(name, x)
         product = xs[0]
         for a in xs[1:]:
             product = product * a
@@ -323,7 +321,7 @@ def _fan_in_mul() -> Layer:
         return {}, tuple(dxs)
 
     doc = "Elementwise product of a tuple of inputs of identical shapes; input i's cotangent is dy times the others."
-    return Layer(name, init=no_params, out_shape=out_shape, fwd=fwd, bwd=bwd, doc=doc)
+    return Layer(name, init=no_params, out_shape=lambda shape: _same_shape(name, shape), fwd=fwd, bwd=bwd, doc=doc)
 
 
 fan_in_mul = _fan_in_mul()

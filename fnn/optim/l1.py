@@ -11,16 +11,13 @@ where it is.
 
 from __future__ import annotations
 
-from typing import Any
 
-from fnn import backend
-from fnn.optim.base import EmptyState, GradientTransformation, check_number, check_trees_match
+from fnn.optim.base import GradientTransformation, check_number
 from fnn.optim.calls import call
-from fnn.optim.masking import Mask, resolve_mask
+from fnn.optim.masking import Mask
+from fnn.optim.weight_decay import penalty_gradient
 
 __all__ = ["add_l1"]
-
-PyTree = Any
 
 
 def add_l1(strength: float = 0.0, mask: Mask | None = None) -> GradientTransformation:
@@ -49,20 +46,5 @@ def add_l1(strength: float = 0.0, mask: Mask | None = None) -> GradientTransform
     """
     where = "add_l1"
     strength = check_number(where, "strength", strength, low=0.0)
-
-    def init(params: PyTree) -> EmptyState:
-        return EmptyState()
-
-    def update(grads: PyTree, state: EmptyState, params: PyTree = None):
-        if params is None:
-            raise ValueError(f"{where}: update needs the params: call opt.update(grads, state, params)")
-        check_trees_match(where, params, grads, "params", "grads", shapes=True)
-        xp = backend.namespace(grads, params)
-        selected = [True] * len(backend.tree_leaves(params)) if mask is None else resolve_mask(where, mask, params)
-        leaves = [
-            xp.asarray(g + strength * xp.sign(xp.asarray(p)).astype(g.dtype)) if s else g
-            for g, p, s in zip(backend.tree_leaves(grads), backend.tree_leaves(params), selected)
-        ]
-        return backend.tree_unflatten(backend.tree_structure(grads), leaves), state
-
-    return GradientTransformation(init, update, where, call(where, strength=strength, mask=mask))
+    record = call(where, strength=strength, mask=mask)
+    return penalty_gradient(where, strength, lambda xp, p: xp.sign(p), mask, record)

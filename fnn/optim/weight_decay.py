@@ -9,7 +9,7 @@ transform instead, it is classic L2 regularisation of the gradient.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -67,6 +67,19 @@ def add_decayed_weights(weight_decay: float = 0.0, mask: Mask | None = None) -> 
     """
     where = "add_decayed_weights"
     weight_decay = check_number(where, "weight_decay", weight_decay, low=0.0)
+    record = call(where, weight_decay=weight_decay, mask=mask)
+    return penalty_gradient(where, weight_decay, lambda xp, p: p, mask, record)
+
+
+def penalty_gradient(where: str, coefficient: float, direction: Callable, mask: Mask | None,
+                     record: Any) -> GradientTransformation:
+    """A stateless transform adding a penalty's gradient to the selected leaves.
+
+    ``u = g + coefficient * direction(xp, param)`` where ``mask`` selects the
+    leaf (every leaf when None), ``u = g`` elsewhere: ``direction`` is
+    ``param`` for L2 (weight decay) and ``sign(param)`` for L1. ``record`` is
+    the transform's comparable call (its repr and equality).
+    """
 
     def init(params: PyTree) -> EmptyState:
         return EmptyState()
@@ -78,9 +91,9 @@ def add_decayed_weights(weight_decay: float = 0.0, mask: Mask | None = None) -> 
         xp = backend.namespace(grads, params)
         selected = [True] * len(backend.tree_leaves(params)) if mask is None else resolve_mask(where, mask, params)
         leaves = [
-            xp.asarray(g + weight_decay * xp.asarray(p).astype(g.dtype)) if s else g
+            xp.asarray(g + coefficient * direction(xp, xp.asarray(p)).astype(g.dtype)) if s else g
             for g, p, s in zip(backend.tree_leaves(grads), backend.tree_leaves(params), selected)
         ]
         return backend.tree_unflatten(backend.tree_structure(grads), leaves), state
 
-    return GradientTransformation(init, update, where, call(where, weight_decay=weight_decay, mask=mask))
+    return GradientTransformation(init, update, where, record)
