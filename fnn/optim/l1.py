@@ -11,7 +11,6 @@ where it is.
 
 from __future__ import annotations
 
-
 from fnn.optim.base import GradientTransformation, check_number
 from fnn.optim.calls import call
 from fnn.optim.masking import Mask
