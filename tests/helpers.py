@@ -3,6 +3,9 @@ one gradient check that compares manual, autodiff and finite differences on both
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 
 import fnn
@@ -94,3 +97,15 @@ def assert_gradients(layer, params, state, x, *, key=None, train=False, max_entr
     against ``jax.grad`` and the finite differences."""
     errors = check_gradients(layer, params, state, x, key=key, train=train, max_entries=max_entries)
     return errors["autodiff"], errors["numeric"]
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def load_example(name: str):
+    """Import ``examples/<name>.py`` as a module (the examples are scripts, not a
+    package), so a test runs its ``run``/``main`` in-process and shares the jit caches."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

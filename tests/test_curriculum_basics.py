@@ -3,20 +3,11 @@ digits, batch norm over weight scales, activations compared) reproduce the
 notes' claims: each test runs an example's quick size in-process with fixed
 seeds and asserts the claim, not only that it ran."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-def load_example(stem: str):
-    spec = importlib.util.spec_from_file_location(f"examples_{stem}", EXAMPLES / f"{stem}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers import load_example
 
 
 def test_computational_graph_gives_the_books_derivatives(tmp_path, capsys):

@@ -2,24 +2,13 @@
 itself, decision boundaries and what a CNN learns: each example's ``--quick``
 run, with fixed seeds, shows its claim (not only that it ran)."""
 
-import importlib.util
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fnn import initializers
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def example(name: str):
-    """Import examples/<name>.py as a module (the examples are scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(f"curriculum_{name}", ROOT / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers import load_example as example
 
 
 def number(pattern: str, text: str) -> tuple[float, ...]:

@@ -2,22 +2,11 @@
 gradients, layer-wise pre-training, regularisation, initialisation) show
 their claims in their ``--quick`` sizes, with fixed seeds."""
 
-import importlib.util
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def example(name: str):
-    """Import examples/<name>.py as a module (the examples are scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(f"curriculum_{name}", ROOT / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers import load_example as example
 
 
 def test_regularization_l1_zeroes_weights_and_l2_shrinks_them_all(tmp_path, capsys):

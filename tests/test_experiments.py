@@ -1,20 +1,8 @@
 """The curriculum's experiments (examples/*.py) run end to end, in small
 versions, and show what they claim."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def example(name: str):
-    """Import examples/<name>.py as a module (the examples are scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(f"example_{name}", ROOT / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers import load_example as example
 
 
 def test_precision_float64_float32_bfloat16_float16(tmp_path):
