@@ -44,26 +44,26 @@ def _same(a: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Binding:
-    """fnn's array at ``fnn`` (a path in fnn's params) is held by the library's arrays
-    at ``libs`` (paths of dict keys, list indices or attribute names): ``to_lib``
-    turns fnn's array into the library's arrays (one per path), ``to_fnn`` the
-    library's arrays back into fnn's."""
+    """fnn's arrays at ``fnns`` (paths in fnn's params) are held by the library's
+    arrays at ``libs`` (paths of dict keys, list indices or attribute names):
+    ``to_lib`` turns fnn's arrays (a tuple, in ``fnns`` order) into the library's
+    (a tuple, in ``libs`` order), ``to_fnn`` the library's back into fnn's."""
 
-    fnn: Path
+    fnns: tuple[Path, ...]
     libs: tuple[Path, ...]
-    to_lib: Callable[[np.ndarray], tuple[np.ndarray, ...]]
-    to_fnn: Callable[[tuple[np.ndarray, ...]], np.ndarray]
+    to_lib: Callable[[tuple[np.ndarray, ...]], tuple[np.ndarray, ...]]
+    to_fnn: Callable[[tuple[np.ndarray, ...]], tuple[np.ndarray, ...]]
 
 
 def one(fnn: Path, lib: Path, to_lib: Callable = _same, to_fnn: Callable = _same) -> Binding:
     """fnn's array at ``fnn`` is the library's array at ``lib``, converted by ``to_lib`` / ``to_fnn``."""
-    return Binding(fnn, (lib,), lambda a: (to_lib(a),), lambda parts: to_fnn(parts[0]))
+    return Binding((fnn,), (lib,), lambda a: (to_lib(a[0]),), lambda t: (to_fnn(t[0]),))
 
 
 def column_blocks(fnn: Path, libs: tuple[Path, ...]) -> Binding:
     """fnn's array at ``fnn`` is the concatenation, along its last axis, of the
     library's equal-width arrays at ``libs`` (an LSTM's gates)."""
-    return Binding(fnn, libs, lambda a: tuple(np.split(a, len(libs), axis=-1)), lambda parts: np.concatenate(parts, -1))
+    return Binding((fnn,), libs, lambda a: tuple(np.split(a[0], len(libs), axis=-1)), lambda t: (np.concatenate(t, -1),))
 
 
 @dataclass
@@ -132,25 +132,29 @@ def load_dict(template: dict, bindings: list[Binding], params: Any, where: str) 
     bound array replaced by fnn's, after checking that the bindings cover every
     array of both sides and that the shapes fit."""
     values = fnn_leaves(params)
-    _check_cover(where, values, [b.fnn for b in bindings])
+    _check_cover(where, values, [p for b in bindings for p in b.fnns])
     out = _copy_dicts(template)
     template_paths = set(_dict_paths(template))
     bound = {lib for b in bindings for lib in b.libs}
     if bound != template_paths:
         raise ValueError(f"{where}: bindings {sorted(map(str, bound ^ template_paths))} do not match the library's arrays")
     for b in bindings:
-        for lib, value in zip(b.libs, b.to_lib(values[b.fnn]), strict=True):
+        for lib, value in zip(b.libs, b.to_lib(tuple(values[p] for p in b.fnns)), strict=True):
             value = np.asarray(value, dtype=np.float32)
             old = get(template, lib)
             if tuple(value.shape) != tuple(np.shape(old)):
-                raise ValueError(f"{where}: {'/'.join(b.fnn)} -> {lib}: shape {value.shape} does not fit {np.shape(old)}")
+                raise ValueError(f"{where}: {b.fnns} -> {lib}: shape {value.shape} does not fit {np.shape(old)}")
             get(out, lib[:-1])[lib[-1]] = value
     return out
 
 
 def export(lib_params: Any, bindings: list[Binding]) -> dict[Path, np.ndarray]:
     """The library's parameters in fnn's layout, ``{fnn path: array}``."""
-    return {b.fnn: np.asarray(b.to_fnn(tuple(np.asarray(get(lib_params, lib)) for lib in b.libs))) for b in bindings}
+    out = {}
+    for b in bindings:
+        arrays = b.to_fnn(tuple(np.asarray(get(lib_params, lib)) for lib in b.libs))
+        out.update(zip(b.fnns, (np.asarray(a) for a in arrays), strict=True))
+    return out
 
 
 def _check_cover(where: str, values: dict[Path, np.ndarray], bound: list[Path]) -> None:
