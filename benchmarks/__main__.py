@@ -1,7 +1,7 @@
 """Run the fnn benchmark suite and the scaling benchmark, and write their tables.
 
     python -m benchmarks [--quick] [--out benchmarks/results] [--only W1 W3] [--blas-threads N]
-                         [--no-scaling | --scaling-only]
+                         [--no-libraries] [--no-scaling | --scaling-only]
 
 Prints the environment and the suite's table, then the scaling table, and
 writes ``results.json``, ``results.md``, ``results.png`` and ``scaling.json``,
@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="set OMP/OPENBLAS/MKL_NUM_THREADS=N for NumPy's BLAS (only before NumPy is first imported)",
     )
+    parser.add_argument(
+        "--no-libraries", action="store_true", help="leave out the Flax, Equinox and Haiku contenders"
+    )
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--no-scaling", action="store_true", help="skip the scaling benchmark (the suite only)")
     which.add_argument("--scaling-only", action="store_true", help="run only the scaling benchmark (not the suite)")
@@ -44,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
 
     log = lambda message: print(message, file=sys.stderr, flush=True)
     if not args.scaling_only:
-        results = suite.run(quick=args.quick, only=tuple(args.only) if args.only else None, log=log)
+        only = tuple(args.only) if args.only else None
+        results = suite.run(quick=args.quick, only=only, log=log, libraries=not args.no_libraries)
         env = report.environment_line()
         print("\n".join(report.lines(results, env)))
         paths = report.save(results, env, args.out)

@@ -197,15 +197,24 @@ def model_of(workload: Workload, params: dict) -> nn.Module:
     raise ValueError(f"no Flax model for workload {key!r}")
 
 
+def initial_statistics(shapes: Any) -> Any:
+    """Batch norm's running statistics as Flax's init makes them: means 0, variances 1."""
+    paths = jax.tree_util.tree_flatten_with_path(shapes)[0]
+    treedef = jax.tree.structure(shapes)
+    values = [(np.ones if str(path[-1].key) == "var" else np.zeros)(s.shape, s.dtype) for path, s in paths]
+    return jax.tree.unflatten(treedef, [jnp.asarray(v) for v in values])
+
+
 def build(workload: Workload, params: Any, state: Any) -> Built:
     """The Flax model of ``workload`` with fnn's initial ``params`` (``state``: batch norm's
     running statistics start at Flax's own zeros / ones, which equal fnn's)."""
     del state
     model = model_of(workload, params)
     x, _ = workload.data()
-    variables = model.init(jax.random.PRNGKey(0), jnp.asarray(x[:1]))
-    template = jax.tree.map(np.asarray, dict(variables["params"]))
-    collections = {k: v for k, v in variables.items() if k != "params"}
+    # shapes only (no computation): every parameter is replaced by fnn's
+    variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.asarray(x[:1]))
+    template = dict(variables["params"])
+    collections = {k: initial_statistics(v) for k, v in variables.items() if k != "params"}
     bindings = bindings_of(workload, params)
     lib_params = load_dict(template, bindings, params, f"Flax {workload.key}")
 

@@ -59,9 +59,9 @@ def forward_of(workload: Workload, params: dict):
 
         def lenet(x):
             x = hk.Conv2D(params["conv2d"]["w"].shape[3], kernel, padding="SAME", name="conv2d")(x)
-            x = hk.max_pool(jax.nn.relu(x), 2, 2, padding="VALID")
+            x = hk.max_pool(jax.nn.relu(x), (1, 2, 2, 1), (1, 2, 2, 1), padding="VALID")
             x = hk.Conv2D(params["conv2d_1"]["w"].shape[3], kernel, padding="VALID", name="conv2d_1")(x)
-            x = hk.max_pool(jax.nn.relu(x), 2, 2, padding="VALID")
+            x = hk.max_pool(jax.nn.relu(x), (1, 2, 2, 1), (1, 2, 2, 1), padding="VALID")
             return _mlp(_dense(params), hk.Flatten()(x))
 
         return lenet
@@ -183,8 +183,11 @@ def build(workload: Workload, params: Any, state: Any) -> Built:
     del state
     transformed = hk.without_apply_rng(hk.transform_with_state(forward_of(workload, params)))
     x, _ = workload.data()
-    template, lib_state = transformed.init(jax.random.PRNGKey(0), jnp.asarray(x[:1]))
-    template = jax.tree.map(np.asarray, {k: dict(v) for k, v in template.items()})
+    # shapes only (no computation): every parameter is replaced by fnn's, and Haiku's
+    # initial batch-norm averages (counters, hidden and average values) are zeros
+    template, state_shapes = jax.eval_shape(transformed.init, jax.random.PRNGKey(0), jnp.asarray(x[:1]))
+    template = {k: dict(v) for k, v in template.items()}
+    lib_state = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), state_shapes)
     bindings = bindings_of(params)
     lib_params = load_dict(template, bindings, params, f"Haiku {workload.key}")
 

@@ -128,7 +128,7 @@ def fnn_leaves(params: Any) -> dict[Path, np.ndarray]:
 
 
 def load_dict(template: dict, bindings: list[Binding], params: Any, where: str) -> dict:
-    """A copy of the library's nested-dict ``template`` (its own init) with every
+    """A copy of the library's nested-dict ``template`` (its own init, or its shapes) with every
     bound array replaced by fnn's, after checking that the bindings cover every
     array of both sides and that the shapes fit."""
     values = fnn_leaves(params)
@@ -141,9 +141,9 @@ def load_dict(template: dict, bindings: list[Binding], params: Any, where: str) 
     for b in bindings:
         for lib, value in zip(b.libs, b.to_lib(tuple(values[p] for p in b.fnns)), strict=True):
             value = np.asarray(value, dtype=np.float32)
-            old = get(template, lib)
-            if tuple(value.shape) != tuple(np.shape(old)):
-                raise ValueError(f"{where}: {b.fnns} -> {lib}: shape {value.shape} does not fit {np.shape(old)}")
+            old = tuple(get(template, lib).shape)
+            if tuple(value.shape) != old:
+                raise ValueError(f"{where}: {b.fnns} -> {lib}: shape {value.shape} does not fit {old}")
             get(out, lib[:-1])[lib[-1]] = value
     return out
 
