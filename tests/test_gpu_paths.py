@@ -75,3 +75,13 @@ def test_attention_on_the_gpu_form_equals_the_cpu_blocked_form(monkeypatch):
     gpu_loss, gpu_grads = losses_and_grads(block, fnn.losses.mse, x, y)
     assert gpu_loss == pytest.approx(cpu_loss, rel=1e-12)
     jax.tree.map(lambda g, c: np.testing.assert_allclose(g, c, rtol=1e-9, atol=1e-12), gpu_grads, cpu_grads)
+
+
+def test_the_suite_on_a_gpu_stops_with_one_line_when_none_is_visible(capsys):
+    if any(d.platform == "gpu" for d in jax.devices()):
+        pytest.skip("a GPU is visible: the suite would run")
+    from benchmarks.__main__ import main
+
+    assert main(["--device", "gpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--device gpu: no GPU visible to JAX" in err and "jax[cuda12]" in err
