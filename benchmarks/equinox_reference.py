@@ -54,7 +54,9 @@ def _dense(fnn: tuple, lib: tuple) -> list[Binding]:
 
 def _conv(fnn: tuple, lib: tuple, bias: bool = True) -> list[Binding]:
     out = [one((*fnn, "w"), (*lib, "weight"), lambda a: a.transpose(3, 2, 0, 1), lambda t: t.transpose(2, 3, 1, 0))]
-    return out + ([one((*fnn, "b"), (*lib, "bias"), lambda a: a.reshape(-1, 1, 1), lambda t: t.reshape(-1))] if bias else [])
+    if bias:  # Conv2d's bias is (F, 1, 1)
+        out.append(one((*fnn, "b"), (*lib, "bias"), lambda a: a.reshape(-1, 1, 1), lambda t: t.reshape(-1)))
+    return out
 
 
 def _norm(fnn: tuple, lib: tuple) -> list[Binding]:

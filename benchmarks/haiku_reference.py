@@ -50,7 +50,7 @@ def _batch_norm(name: str):
 
 
 def forward_of(workload: Workload, params: dict):
-    """The workload's forward function ``f(x)`` of Haiku modules (to be transformed), its sizes read from fnn's params."""
+    """The workload's forward ``f(x)`` of Haiku modules (to be transformed), its sizes read from fnn's params."""
     key = workload.key
     if key in ("W1", "W3"):
         return lambda x: _mlp(_dense(params), x)
@@ -139,7 +139,9 @@ def _lstm_bindings(params: dict) -> list[Binding]:
         lambda a: (_gates_to_haiku(np.concatenate(a, axis=0)),),
         lambda t: (_gates_to_fnn(t[0][:features]), _gates_to_fnn(t[0][features:])),
     )
-    bias = one(("lstm", "b"), ("lstm/linear", "b"), lambda a: _gates_to_haiku(a) - forget, lambda t: _gates_to_fnn(t + forget))
+    bias = one(
+        ("lstm", "b"), ("lstm/linear", "b"), lambda a: _gates_to_haiku(a) - forget, lambda t: _gates_to_fnn(t + forget)
+    )
     return [weight, bias]
 
 

@@ -63,7 +63,8 @@ def one(fnn: Path, lib: Path, to_lib: Callable = _same, to_fnn: Callable = _same
 def column_blocks(fnn: Path, libs: tuple[Path, ...]) -> Binding:
     """fnn's array at ``fnn`` is the concatenation, along its last axis, of the
     library's equal-width arrays at ``libs`` (an LSTM's gates)."""
-    return Binding((fnn,), libs, lambda a: tuple(np.split(a[0], len(libs), axis=-1)), lambda t: (np.concatenate(t, -1),))
+    split = lambda a: tuple(np.split(a[0], len(libs), axis=-1))
+    return Binding((fnn,), libs, split, lambda t: (np.concatenate(t, -1),))
 
 
 @dataclass
@@ -137,7 +138,8 @@ def load_dict(template: dict, bindings: list[Binding], params: Any, where: str) 
     template_paths = set(_dict_paths(template))
     bound = {lib for b in bindings for lib in b.libs}
     if bound != template_paths:
-        raise ValueError(f"{where}: bindings {sorted(map(str, bound ^ template_paths))} do not match the library's arrays")
+        unmatched = sorted(map(str, bound ^ template_paths))
+        raise ValueError(f"{where}: bindings {unmatched} do not match the library's arrays")
     for b in bindings:
         for lib, value in zip(b.libs, b.to_lib(tuple(values[p] for p in b.fnns)), strict=True):
             value = np.asarray(value, dtype=np.float32)

@@ -436,7 +436,8 @@ def evaluate_targets(times: dict, memory: dict) -> list[dict]:
             {
                 "workload": t.workload,
                 "kind": t.kind,
-                "what": f"{t.numerator} - {t.denominator} (ms)" if t.kind == "overhead" else f"{t.numerator} / {t.denominator}",
+                "what": f"{t.numerator} {'-' if t.kind == 'overhead' else '/'} {t.denominator}"
+                + (" (ms)" if t.kind == "overhead" else ""),
                 "limit": t.limit,
                 "ratio": ratio,
                 "met": None if ratio is None else bool(ratio <= t.limit),

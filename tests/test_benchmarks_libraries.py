@@ -21,7 +21,10 @@ import fnn.optim  # noqa: E402
 
 LEARNING_RATE = 0.1  # large, so that a wrong gradient moves the parameters visibly
 STEPS = 2
-INSTALLED = {name: importlib.util.find_spec(package.split(".")[0]) is not None for name, (package, _) in libraries.LIBRARIES.items()}
+INSTALLED = {
+    name: importlib.util.find_spec(package.split(".")[0]) is not None
+    for name, (package, _) in libraries.LIBRARIES.items()
+}
 
 
 # The default run checks the layouts that take more than renaming: Haiku's LSTM (gates
