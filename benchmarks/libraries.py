@@ -88,6 +88,7 @@ def library_note(name: str) -> str | None:
     package, _ = LIBRARIES[name]
     try:
         importlib.import_module(package)
+        importlib.import_module("optax")  # every library contender's optimizer
     except ImportError as error:
         return f"{name} not installed ({error.name or package}; pip install -e '.[bench]'): its contender is skipped"
     except Exception as error:  # noqa: BLE001 -- e.g. incompatible with the installed JAX
