@@ -34,6 +34,7 @@ PLAIN_LOOP = "plain JAX loop"  # W3: per-step time of a Python loop threading th
 MANUAL_LOOP = "fnn manual loop"  # W3: the same loop of fnn's jitted manual step
 BARE_SCAN = "bare scan"  # W3: fnn's manual step in a jitted lax.scan over an epoch's batches (what fit runs, bare)
 LIBRARIES = ("Flax linen", "Equinox", "Haiku")  # benchmarks.libraries.LIBRARIES, importable without JAX
+MATMUL = "jnp.dot roofline"  # W1: the matmul-peak probe, timed in W1's rounds, reported as the roofline
 FASTEST = "fastest"  # pseudo-contender: the fastest of plain JAX, the JAX libraries and PyTorch eager
 RIVALS = (PLAIN_JAX, *LIBRARIES, TORCH)
 FNN_NUMPY, NUMPY_REF = "fnn NumPy", "NumPy reference"
@@ -290,6 +291,8 @@ def run_jax(
         calls[BARE_SCAN] = bare_scan(manual_step, carry, workload, settings)
         notes.append(f"{PLAIN_LOOP}, {MANUAL_LOOP}: {STEPS_PER_EPOCH} chained calls, blocked once at the end")
         notes.append(f"{BARE_SCAN}: the manual step in one jitted lax.scan over {STEPS_PER_EPOCH} batches")
+    if workload.key == "W1":
+        calls[MATMUL] = matmul_probe(roofline_size(settings is QUICK), 3 if settings is QUICK else 10)
     fit, note = fit_contender(workload, settings)
     notes.append(f"{FIT}: {note}")
     if fit is not None:
@@ -368,7 +371,8 @@ def run(
         notes[key] += jax_notes
         if mem:
             memory[key] = mem
-    lines = roofline(cases["W1"], times["W1"], quick) if "W1" in cases else None
+    dot_seconds = times["W1"].pop(MATMUL) if "W1" in cases else None
+    lines = roofline(cases["W1"], times["W1"], dot_seconds, quick) if dot_seconds else None
     torch_line = torch_note()
     if torch_line is None:
         from benchmarks import torch_reference
@@ -386,16 +390,17 @@ def run(
     }
 
 
-def matmul_peak(size: int = 2048, repeats: int = 10) -> float:
-    """The machine's float32 matrix-product rate in FLOP/s: ``jnp.dot`` of two ``size x size``
-    matrices, jitted, median of ``repeats`` calls (the suite's roofline)."""
+def matmul_probe(size: int, repeats: int) -> SelfTimed:
+    """The roofline's probe: seconds of one jitted ``jnp.dot`` of two ``size x size`` float32
+    matrices, median of ``repeats`` calls, timed in W1's alternating rounds (so that load
+    from other processes hits it as it hits W1's contenders)."""
     import jax
     import jax.numpy as jnp
 
     a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
     b = jax.random.normal(jax.random.PRNGKey(1), (size, size), jnp.float32)
     dot = jax.jit(jnp.dot).lower(a, b).compile()
-    return 2 * size**3 / median_time(lambda: dot(a, b), warmup=2, repeats=repeats)
+    return SelfTimed(lambda: median_time(lambda: dot(a, b), warmup=1, repeats=repeats))
 
 
 def mlp_step_flops(workload: Workload) -> int:
@@ -407,12 +412,18 @@ def mlp_step_flops(workload: Workload) -> int:
     return 2 * workload.batch * (3 * sum(products) - products[0])
 
 
-def roofline(workload: Workload, times: dict[str, float], quick: bool) -> dict:
-    """W1's roofline: the matmul peak and each contender's share of it."""
-    peak = matmul_peak(256 if quick else 2048, 3 if quick else 10)
+def roofline_size(quick: bool) -> int:
+    """The roofline's matrix size: 2048 (256 with ``--quick``)."""
+    return 256 if quick else 2048
+
+
+def roofline(workload: Workload, times: dict[str, float], dot_seconds: float, quick: bool) -> dict:
+    """W1's roofline: the matmul rate (FLOP/s of the probe's best round) and each contender's share of it."""
+    size = roofline_size(quick)
+    peak = 2 * size**3 / dot_seconds
     flops = mlp_step_flops(workload)
     fractions = {name: flops / seconds / peak for name, seconds in times.items() if "NumPy" not in name}
-    return {"size": 256 if quick else 2048, "peak_flops": peak, "step_flops": flops, "fractions": fractions}
+    return {"size": size, "peak_flops": peak, "step_flops": flops, "fractions": fractions}
 
 
 def evaluate_targets(times: dict, memory: dict) -> list[dict]:
