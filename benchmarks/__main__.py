@@ -1,7 +1,7 @@
 """Run the fnn benchmark suite and the scaling benchmark, and write their tables.
 
     python -m benchmarks [--quick] [--out benchmarks/results] [--only W1 W3] [--blas-threads N]
-                         [--no-scaling | --scaling-only]
+                         [--device cpu|gpu] [--no-libraries] [--no-scaling | --scaling-only]
 
 Prints the environment and the suite's table, then the scaling table, and
 writes ``results.json``, ``results.md``, ``results.png`` and ``scaling.json``,
@@ -16,6 +16,20 @@ import sys
 from pathlib import Path
 
 
+def gpu_error() -> str | None:
+    """``None`` when JAX sees a GPU (then its default device), else why not, in one line."""
+    try:
+        import jax
+
+        jax.devices("gpu")
+    except ImportError:
+        return "JAX is not installed"
+    except RuntimeError:
+        return "no GPU visible to JAX (its devices: " + ", ".join(sorted({d.platform for d in jax.devices()})) + "); " \
+            "install JAX for CUDA (pip install -U 'jax[cuda12]') on a machine with an NVIDIA driver"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description="fnn benchmark suite")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few repeats (seconds, for tests)")
@@ -26,6 +40,15 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         metavar="N",
         help="set OMP/OPENBLAS/MKL_NUM_THREADS=N for NumPy's BLAS (only before NumPy is first imported)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "gpu"),
+        help="where JAX runs (default: JAX's default device, a GPU when one is visible); "
+        "gpu stops with an error when JAX sees none",
+    )
+    parser.add_argument(
+        "--no-libraries", action="store_true", help="leave out the Flax, Equinox and Haiku contenders"
     )
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--no-scaling", action="store_true", help="skip the scaling benchmark (the suite only)")
@@ -39,12 +62,19 @@ def main(argv: list[str] | None = None) -> int:
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = str(args.blas_threads)
 
+    if args.device == "cpu":
+        os.environ["JAX_PLATFORMS"] = "cpu"  # before JAX is imported
+    elif args.device == "gpu" and (error := gpu_error()) is not None:
+        print(f"python -m benchmarks: --device gpu: {error}", file=sys.stderr)
+        return 2
+
     # imported here so that --help stays fast; the suite runs NumPy before any XLA work
     from benchmarks import report, suite
 
     log = lambda message: print(message, file=sys.stderr, flush=True)
     if not args.scaling_only:
-        results = suite.run(quick=args.quick, only=tuple(args.only) if args.only else None, log=log)
+        only = tuple(args.only) if args.only else None
+        results = suite.run(quick=args.quick, only=only, log=log, libraries=not args.no_libraries)
         env = report.environment_line()
         print("\n".join(report.lines(results, env)))
         paths = report.save(results, env, args.out)

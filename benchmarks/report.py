@@ -52,6 +52,7 @@ def lines(results: dict[str, Any], environment: str) -> list[str]:
                 out.append(f"{'':4s} {name:18s} {seconds * 1e3:10.3f} {ratio}  {base or ''}")
         for note in results["notes"].get(key, []):
             out.append(f"{'':4s} note: {note}")
+    out += roofline_lines(results.get("roofline"))
     if results["memory"]:
         out += ["", "compiled step temp memory (memory_analysis().temp_size_in_bytes)"]
         for key, mem in results["memory"].items():
@@ -64,6 +65,19 @@ def lines(results: dict[str, Any], environment: str) -> list[str]:
             f"{t['workload']} {t['kind']:6s} {t['what']:34s} {ratio:>7s} <= {t['limit']:<5} {_verdict(t['met'])}"
         )
     return out
+
+
+def roofline_lines(roofline: dict | None) -> list[str]:
+    """The roofline: the machine's float32 matmul rate and each W1 contender's share of it."""
+    if not roofline:
+        return []
+    size, peak = roofline["size"], roofline["peak_flops"]
+    shares = ", ".join(f"{name} {share:.1%}" for name, share in roofline["fractions"].items())
+    return [
+        "",
+        f"roofline: float32 matmul peak {peak / 1e9:.1f} GFLOP/s (jnp.dot {size}x{size}); "
+        f"W1 step {roofline['step_flops'] / 1e6:.1f} MFLOP of products, share of the peak: {shares}",
+    ]
 
 
 def markdown(results: dict[str, Any], environment: str) -> str:
@@ -95,6 +109,7 @@ def markdown(results: dict[str, Any], environment: str) -> str:
             md.append(
                 f"| {key} | " + " | ".join("n/a" if v is None else f"{v / 2**10:.1f} KiB" for v in mem.values()) + " |"
             )
+    md += roofline_lines(results.get("roofline"))
     notes = [f"- {key}: {note}" for key, ns in results["notes"].items() for note in ns]
     return "\n".join(md + ([""] + notes if notes else [])) + "\n"
 

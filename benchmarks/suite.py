@@ -31,6 +31,12 @@ from benchmarks.workloads import LEARNING_RATE, Workload, workloads
 # contender names, in table order
 MANUAL, AUTODIFF, PLAIN_JAX, FIT, TORCH = "fnn manual", "fnn autodiff", "plain JAX", "fnn fit", "PyTorch eager"
 PLAIN_LOOP = "plain JAX loop"  # W3: per-step time of a Python loop threading the state, blocked once per loop
+MANUAL_LOOP = "fnn manual loop"  # W3: the same loop of fnn's jitted manual step
+BARE_SCAN = "bare scan"  # W3: fnn's manual step in a jitted lax.scan over an epoch's batches (what fit runs, bare)
+LIBRARIES = ("Flax linen", "Equinox", "Haiku")  # benchmarks.libraries.LIBRARIES, importable without JAX
+MATMUL = "jnp.dot roofline"  # W1: the matmul-peak probe, timed in W1's rounds, reported as the roofline
+FASTEST = "fastest"  # pseudo-contender: the fastest of plain JAX, the JAX libraries and PyTorch eager
+RIVALS = (PLAIN_JAX, *LIBRARIES, TORCH)
 FNN_NUMPY, NUMPY_REF = "fnn NumPy", "NumPy reference"
 
 
@@ -53,20 +59,25 @@ SLOW_STEPS = {"W6": Settings(warmup=2, repeats=10, rounds=5, fit_epochs=2)}
 
 @dataclass(frozen=True)
 class Target:
-    """``numerator / denominator <= limit`` for one workload (``kind`` "time" or "memory")."""
+    """``numerator / denominator <= limit`` for one workload (``kind`` "time" or "memory"), or
+    ``numerator - denominator <= limit`` milliseconds per step (``kind`` "overhead")."""
 
     workload: str
     numerator: str
     denominator: str
     limit: float
-    kind: str = "time"
+    kind: str = "time"  # "time" and "memory": a ratio; "overhead": numerator - denominator, in ms
 
 
 TARGETS = (
+    *(Target(f"W{i}", MANUAL, FASTEST, 1.0) for i in range(1, 7)),
+    Target("W3", MANUAL_LOOP, PLAIN_LOOP, 1.05),
+    Target("W3", FIT, BARE_SCAN, 0.02, "overhead"),
     Target("W1", MANUAL, PLAIN_JAX, 1.0),
-    Target("W1", FIT, PLAIN_JAX, 0.85),
     Target("W2", MANUAL, PLAIN_JAX, 0.5),
     Target("W2", MANUAL, TORCH, 1.0),
+    Target("W5", MANUAL, TORCH, 1.0),
+    Target("W4", MANUAL, TORCH, 1.0),
     Target("W3", FIT, PLAIN_LOOP, 0.15),
     Target("W4", MANUAL, AUTODIFF, 1.1),
     Target("W5", MANUAL, AUTODIFF, 1.05),
@@ -163,9 +174,7 @@ def fit_contender(workload: Workload, settings: Settings) -> tuple[SelfTimed | N
     except Exception as error:  # noqa: BLE001 -- fnn.train is being written beside this suite
         return None, f"fnn.train unavailable: {type(error).__name__}: {error}"
     steps_per_epoch = STEPS_PER_EPOCH
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal((workload.batch * steps_per_epoch, *workload.input_shape)).astype(np.float32)
-    y = workload.targets(rng, len(x))
+    x, y = epoch_batches(workload)
     opt = fnn.optim.adam(LEARNING_RATE)
     kwargs = {"batch_size": workload.batch, "metrics": {}, "progress": False}
     try:
@@ -183,20 +192,55 @@ def fit_contender(workload: Workload, settings: Settings) -> tuple[SelfTimed | N
 
 
 def python_loop(step: Callable, carry: tuple, x: Any, y: Any, settings: Settings) -> SelfTimed:
-    """A Python loop of ``STEPS_PER_EPOCH`` calls of the jitted ``step(params, opt_state, x, y)``,
+    """A Python loop of ``STEPS_PER_EPOCH`` calls of the jitted ``step(*carry, x, y) -> (*carry, loss)``,
     each call taking the previous one's output and the loop blocked on once at its end (so
     dispatch overlaps with compute, as in a real loop), timed per step."""
 
     def loop():
-        params, opt_state = carry
+        state = carry
         for _ in range(STEPS_PER_EPOCH):
-            params, opt_state, loss = step(params, opt_state, x, y)
+            *state, loss = step(*state, x, y)
         return loss
 
     return SelfTimed(lambda: median_time(loop, warmup=1, repeats=max(3, settings.repeats // 3)) / STEPS_PER_EPOCH)
 
 
-def run_jax(workload: Workload, settings: Settings, with_memory: bool) -> tuple[dict[str, float], list[str], dict]:
+def epoch_batches(workload: Workload) -> tuple[np.ndarray, np.ndarray]:
+    """``STEPS_PER_EPOCH`` batches ``(xs, ys)`` stacked on a leading axis (the data fit trains on)."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((workload.batch * STEPS_PER_EPOCH, *workload.input_shape)).astype(np.float32)
+    y = workload.targets(rng, len(x))
+    return x, y
+
+
+def bare_scan(step: Callable, carry: tuple, workload: Workload, settings: Settings) -> SelfTimed:
+    """fnn's ``step`` in one compiled ``lax.scan`` over an epoch's batches, nothing else (no
+    shuffle, no finite checks, no host work): the floor that fit's per-step time is compared
+    with, timed per step."""
+    import jax
+    from jax import lax
+
+    x, y = epoch_batches(workload)
+    xs = jax.numpy.asarray(x.reshape(STEPS_PER_EPOCH, workload.batch, *workload.input_shape))
+    ys = jax.numpy.asarray(y.reshape(STEPS_PER_EPOCH, workload.batch, *y.shape[1:]))
+
+    def epoch(carry, xs, ys):
+        def body(c, batch):
+            *c, loss = step(*c, *batch)
+            return tuple(c), loss
+
+        return lax.scan(body, carry, (xs, ys))
+
+    compiled = jax.jit(epoch).lower(carry, xs, ys).compile()
+    return SelfTimed(
+        lambda: median_time(lambda: compiled(carry, xs, ys), warmup=1, repeats=max(3, settings.repeats // 3))
+        / STEPS_PER_EPOCH
+    )
+
+
+def run_jax(
+    workload: Workload, settings: Settings, with_memory: bool, with_libraries: bool = True
+) -> tuple[dict[str, float], list[str], dict]:
     """fnn manual, fnn autodiff and the plain-JAX reference (jitted, one call per step), fnn fit,
     and on W3 the plain-JAX Python loop."""
     import jax
@@ -231,6 +275,8 @@ def run_jax(workload: Workload, settings: Settings, with_memory: bool) -> tuple[
         from benchmarks import torch_reference
 
         calls[TORCH], losses[TORCH] = torch_reference.train_step(workload, numpy_params, numpy_state, *workload.data())
+    for name, call, loss in library_contenders(workload, numpy_params, numpy_state, notes) if with_libraries else ():
+        calls[name], losses[name] = call, loss
     spread = max(losses.values()) - min(losses.values())
     notes.append(
         "first losses "
@@ -239,7 +285,14 @@ def run_jax(workload: Workload, settings: Settings, with_memory: bool) -> tuple[
     )
     if workload.key == "W3":
         calls[PLAIN_LOOP] = python_loop(jax.jit(ref), ref_args[:2], x, y, settings)
-        notes.append(f"{PLAIN_LOOP}: {STEPS_PER_EPOCH} chained calls, blocked once at the end")
+        manual_step, opt = fnn_step(workload, "manual")
+        carry = (params, state, opt.init(params))
+        calls[MANUAL_LOOP] = python_loop(jax.jit(manual_step), carry, x, y, settings)
+        calls[BARE_SCAN] = bare_scan(manual_step, carry, workload, settings)
+        notes.append(f"{PLAIN_LOOP}, {MANUAL_LOOP}: {STEPS_PER_EPOCH} chained calls, blocked once at the end")
+        notes.append(f"{BARE_SCAN}: the manual step in one jitted lax.scan over {STEPS_PER_EPOCH} batches")
+    if workload.key == "W1":
+        calls[MATMUL] = matmul_probe(roofline_size(settings is QUICK), 3 if settings is QUICK else 10)
     fit, note = fit_contender(workload, settings)
     notes.append(f"{FIT}: {note}")
     if fit is not None:
@@ -253,6 +306,29 @@ def run_jax(workload: Workload, settings: Settings, with_memory: bool) -> tuple[
     return times, notes, memory
 
 
+def library_contenders(workload: Workload, params: Any, state: Any, notes: list[str]) -> list[tuple]:
+    """``(name, call, first loss)`` of each JAX library contender that imports (flax.linen,
+    Equinox, Haiku: its model loaded from fnn's ``params``, optax's Adam, one compiled
+    step); a note in ``notes`` for each one skipped."""
+    import jax
+    import optax
+
+    from benchmarks import libraries
+
+    out = []
+    for name, note in libraries.available().items():
+        if note is not None:
+            notes.append(note)
+            continue
+        built = libraries.build(name, workload, params, state)
+        x, y = (jax.numpy.asarray(a) for a in built.inputs(*workload.data()))
+        optimizer = optax.adam(LEARNING_RATE)
+        args = (built.params, built.state, optimizer.init(built.params), x, y)
+        step = jax.jit(libraries.train_step(built.loss, optimizer)).lower(*args).compile()
+        out.append((name, lambda f=step, a=args: f(*a), float(step(*args)[3])))
+    return out
+
+
 def torch_note() -> str | None:
     """``None`` if PyTorch is importable, else why its contender is skipped."""
     try:
@@ -264,11 +340,17 @@ def torch_note() -> str | None:
     return None
 
 
-def run(quick: bool = False, only: tuple[str, ...] | None = None, log: Callable[[str], None] = print) -> dict:
-    """Run the suite; returns ``{"settings", "times", "memory", "notes", "targets", "titles", "torch"}``.
+def run(
+    quick: bool = False,
+    only: tuple[str, ...] | None = None,
+    log: Callable[[str], None] = print,
+    libraries: bool = True,
+) -> dict:
+    """Run the suite; returns ``{"settings", "times", "memory", "notes", "targets", "titles", "torch", "roofline"}``.
 
-    ``times[workload][contender]`` is seconds per step, ``memory[workload][contender]``
-    the compiled step's temp bytes.
+    ``times[workload][contender]`` is seconds per step, ``roofline`` W1's share of the
+    machine's matmul rate (:func:`roofline`; ``None`` without W1), ``memory[workload][contender]``
+    the compiled step's temp bytes. ``libraries=False`` leaves out the JAX library contenders.
     """
     settings = QUICK if quick else FULL
     cases = {k: w for k, w in workloads(quick).items() if only is None or k in only}
@@ -284,11 +366,13 @@ def run(quick: bool = False, only: tuple[str, ...] | None = None, log: Callable[
     for key, workload in cases.items():
         log(f"{key} JAX contenders ...")
         own = settings if quick else SLOW_STEPS.get(key, settings)
-        jax_times, jax_notes, mem = run_jax(workload, own, key in MEMORY_WORKLOADS)
+        jax_times, jax_notes, mem = run_jax(workload, own, key in MEMORY_WORKLOADS, libraries)
         times[key].update(jax_times)
         notes[key] += jax_notes
         if mem:
             memory[key] = mem
+    dot_seconds = times["W1"].pop(MATMUL) if "W1" in cases else None
+    lines = roofline(cases["W1"], times["W1"], dot_seconds, quick) if dot_seconds else None
     torch_line = torch_note()
     if torch_line is None:
         from benchmarks import torch_reference
@@ -302,7 +386,44 @@ def run(quick: bool = False, only: tuple[str, ...] | None = None, log: Callable[
         "memory": memory,
         "notes": notes,
         "targets": evaluate_targets(times, memory),
+        "roofline": lines,
     }
+
+
+def matmul_probe(size: int, repeats: int) -> SelfTimed:
+    """The roofline's probe: seconds of one jitted ``jnp.dot`` of two ``size x size`` float32
+    matrices, median of ``repeats`` calls, timed in W1's alternating rounds (so that load
+    from other processes hits it as it hits W1's contenders)."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
+    b = jax.random.normal(jax.random.PRNGKey(1), (size, size), jnp.float32)
+    dot = jax.jit(jnp.dot).lower(a, b).compile()
+    return SelfTimed(lambda: median_time(lambda: dot(a, b), warmup=1, repeats=repeats))
+
+
+def mlp_step_flops(workload: Workload) -> int:
+    """Matrix-product FLOPs of one MLP train step: the forward products, the weight
+    gradients, and the input gradients of every layer but the first (nobody needs the
+    data's gradient); the elementwise work is left out."""
+    widths = (workload.input_shape[0], *workload.sizes["widths"], workload.classes or 1)
+    products = [n_in * n_out for n_in, n_out in zip(widths[:-1], widths[1:])]
+    return 2 * workload.batch * (3 * sum(products) - products[0])
+
+
+def roofline_size(quick: bool) -> int:
+    """The roofline's matrix size: 2048 (256 with ``--quick``)."""
+    return 256 if quick else 2048
+
+
+def roofline(workload: Workload, times: dict[str, float], dot_seconds: float, quick: bool) -> dict:
+    """W1's roofline: the matmul rate (FLOP/s of the probe's best round) and each contender's share of it."""
+    size = roofline_size(quick)
+    peak = 2 * size**3 / dot_seconds
+    flops = mlp_step_flops(workload)
+    fractions = {name: flops / seconds / peak for name, seconds in times.items() if "NumPy" not in name}
+    return {"size": size, "peak_flops": peak, "step_flops": flops, "fractions": fractions}
 
 
 def evaluate_targets(times: dict, memory: dict) -> list[dict]:
@@ -312,13 +433,22 @@ def evaluate_targets(times: dict, memory: dict) -> list[dict]:
         table = (memory if t.kind == "memory" else times).get(t.workload)
         if table is None:
             continue
-        num, den = table.get(t.numerator), table.get(t.denominator)
-        ratio = num / den if num is not None and den else None
+        num = table.get(t.numerator)
+        if t.denominator == FASTEST:
+            rivals = [table[r] for r in RIVALS if r in table]
+            den = min(rivals) if rivals else None
+        else:
+            den = table.get(t.denominator)
+        if t.kind == "overhead":
+            ratio = (num - den) * 1e3 if num is not None and den is not None else None
+        else:
+            ratio = num / den if num is not None and den else None
         rows.append(
             {
                 "workload": t.workload,
                 "kind": t.kind,
-                "what": f"{t.numerator} / {t.denominator}",
+                "what": f"{t.numerator} {'-' if t.kind == 'overhead' else '/'} {t.denominator}"
+                + (" (ms)" if t.kind == "overhead" else ""),
                 "limit": t.limit,
                 "ratio": ratio,
                 "met": None if ratio is None else bool(ratio <= t.limit),

@@ -14,7 +14,13 @@ import numpy as np
 
 
 def block(tree: Any) -> Any:
-    """Wait for every JAX array in ``tree`` (a no-op for NumPy arrays)."""
+    """Wait for every JAX array in ``tree`` (a no-op for NumPy arrays), and for the GPU's
+    queue when ``tree`` is a PyTorch tensor on a GPU."""
+    if getattr(tree, "is_cuda", False):  # a torch.Tensor on a CUDA device
+        import torch
+
+        torch.cuda.synchronize()
+        return tree
     try:
         import jax
     except ImportError:

@@ -338,14 +338,27 @@ def inputs(workload: Workload, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tens
 # --------------------------------------------------------------------------- #
 
 
+def device() -> torch.device:
+    """A CUDA device when JAX runs on a GPU and PyTorch sees one (so that both run on
+    the GPU), else the CPU."""
+    import jax
+
+    on_gpu = jax.default_backend() == "gpu" and torch.cuda.is_available()
+    return torch.device("cuda" if on_gpu else "cpu")
+
+
 class TorchStep:
     """One PyTorch training step, called with no arguments; updates ``model`` and
     ``optimizer`` in place and returns the step's loss tensor (computed before
-    the update). ``bindings`` map the model's tensors back to fnn's layout."""
+    the update). ``bindings`` map the model's tensors back to fnn's layout (on a
+    GPU, :func:`device`, the parameters' only: batch norm's running statistics
+    are new tensors after the move)."""
 
     def __init__(self, workload: Workload, params: Tree, state: Tree, x: np.ndarray, y: np.ndarray) -> None:
         self.model, self.bindings = build(workload, params, state)
-        self.x, self.y = inputs(workload, x, y)
+        where = device()
+        self.model = self.model.to(where)
+        self.x, self.y = (t.to(where) for t in inputs(workload, x, y))
         self.loss_fn: nn.Module = nn.CrossEntropyLoss() if workload.classes else nn.MSELoss()
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         # Library defaults: on CPU tensors foreach=None resolves to the single-tensor
