@@ -99,6 +99,7 @@ def loss_as_layer(loss: losses.Loss, target: Array) -> Layer:
 
 _LABELS = np.array([0, 2, 1, 3])
 _SOFT = np.full((4, 4), 0.25)
+_SOFT_UNNORMALISED = np.array([[0.1, 0.0, 0.2, 0.0], [0.5, 0.5, 0.5, 0.4], [0.0, 0.9, 0.0, 0.0], [0.3, 0.3, 0.6, 0.7]])
 _BINARY = np.array([[0.0], [1.0], [1.0], [0.0]])
 
 
@@ -202,6 +203,8 @@ CASES: list[Case] = [
     Case("huber", lambda: loss_as_layer(losses.huber(0.5), _SOFT), (4, 4)),
     Case("softmax_cross_entropy (labels)", lambda: loss_as_layer(losses.softmax_cross_entropy, _LABELS), (4, 4)),
     Case("softmax_cross_entropy (soft)", lambda: loss_as_layer(losses.softmax_cross_entropy, _SOFT), (4, 4)),
+    Case("softmax_cross_entropy (soft, rows not summing to 1)",
+         lambda: loss_as_layer(losses.softmax_cross_entropy, _SOFT_UNNORMALISED), (4, 4)),
     Case("sigmoid_binary_cross_entropy", lambda: loss_as_layer(losses.sigmoid_binary_cross_entropy, _BINARY), (4, 1)),
     Case("cross_entropy", lambda: loss_as_layer(losses.cross_entropy(), _LABELS), (4, 4), inputs=_probabilities),
     Case("binary_cross_entropy", lambda: loss_as_layer(losses.binary_cross_entropy(), _BINARY), (4, 1),
