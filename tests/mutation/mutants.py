@@ -95,8 +95,10 @@ MUTANTS: list[Mutant] = [
     ),
     # ---------------------------------------------------------------- convolution
     *block("fnn/kernels/conv.py", CONV,
-        M("16-bit matrix forms accumulate in 16 bits", 'return np.dtype(np.float32) if dtype.kind == "f" and dtype.itemsize < 4 else dtype',
+        M("16-bit matrix forms accumulate in 16 bits", "return np.dtype(np.float32) if is_float and dtype.itemsize < 4 else dtype",
           "return dtype"),
+        M("bfloat16 matrix forms accumulate in 16 bits", 'is_float = dtype.kind == "f" or dtype.name == "bfloat16"',
+          'is_float = dtype.kind == "f"'),
         M("numpy dx kernel not transposed per group", "dyg = dy.reshape(-1, groups, f // groups).transpose(1, 2, 0)  # (G, F/G, M)",
           "dyg = dy.reshape(-1, f // groups, groups).transpose(2, 1, 0)  # (G, F/G, M)"),
         M("numpy dw groups interleaved", "dyg = dy.reshape(-1, groups, f // groups).transpose(1, 0, 2)  # (G, M, F/G)\n        return",
