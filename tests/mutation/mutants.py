@@ -33,19 +33,40 @@ def block(file: str, tests: tuple[str, ...], *rows: tuple[str, str, str]) -> lis
 
 
 # The tests each module's mutants run (kept small: a mutant runs them all when it survives).
-PROOFS = ("tests/test_gradient_proofs.py", "tests/test_properties.py")
-LAYERS = ("tests/test_layers.py", *PROOFS)
-CONV = ("tests/test_conv.py", "tests/test_conv_lowering.py", *PROOFS)
-POOL = ("tests/test_pooling.py", "tests/test_pooling_nd.py", *PROOFS)
-NORM = ("tests/test_normalization.py", *PROOFS)
-RECURRENT = ("tests/test_recurrent.py", *PROOFS)
-SEQUENCE = ("tests/test_sequence_layers.py", *PROOFS)
-ATTENTION = ("tests/test_attention.py", *PROOFS)
-LOSSES = ("tests/test_losses.py", "tests/test_loss_gradients.py")
-COMBINATORS = ("tests/test_combinators.py", *PROOFS)
-GRAD = ("tests/test_grad.py", "tests/test_gradient_proofs.py")
-OPTIM = ("tests/test_optim_transforms.py", "tests/test_optim_aliases.py", "tests/test_optim_numpy.py",
-         "tests/test_gradient_proofs.py")
+def props(*names: str) -> tuple[str, ...]:
+    """The property sweep's test of each named layer."""
+    return tuple(f"tests/test_properties.py::test_manual_backward_equals_jax_grad[{n}]" for n in names)
+
+
+def proofs(*tests: str) -> tuple[str, ...]:
+    """Tests of tests/test_gradient_proofs.py, by function name."""
+    return tuple(f"tests/test_gradient_proofs.py::{t}" for t in tests)
+
+
+ACTIVATIONS = props("sigmoid", "tanh", "relu", "gelu", "softplus", "silu", "gelu_exact", "elu", "leaky_relu", "prelu",
+                    "softmax", "log_softmax", "step")
+LAYERS = ("tests/test_layers.py", *props("dense", "flatten", "reshape", "dropout"), *ACTIVATIONS)
+CONV = ("tests/test_conv.py", "tests/test_conv_lowering.py",
+        *proofs("test_cpu_convolution_forms_accumulate_16_bit_inputs_in_float32"),
+        *props("conv", "conv1d", "conv2d", "conv3d", "conv_transpose"))
+POOL = ("tests/test_pooling.py", "tests/test_pooling_nd.py",
+        *proofs("test_pooling_backward_on_rectangular_windows", "test_max_pool_ties_go_to_the_first_maximum",
+                "test_max_pool_backward_values_by_hand"),
+        *props("max_pool", "avg_pool", "global_avg_pool"))
+NORM = ("tests/test_normalization.py", *props("batch_norm", "layer_norm", "rms_norm", "group_norm"))
+RECURRENT = ("tests/test_recurrent.py", *props("rnn", "lstm", "gru", "bidirectional"))
+SEQUENCE = (*props("embedding", "bidirectional"), "tests/test_sequence_layers.py")
+ATTENTION = ("tests/test_attention.py", *props("multi_head_attention", "transformer_block"))
+LOSSES = ("tests/test_loss_gradients.py", "tests/test_losses.py")
+COMBINATORS = ("tests/test_combinators.py", *proofs("test_fan_in_concat_backward_on_every_axis"),
+               *props("serial", "parallel", "residual", "fan_out", "fan_in_sum", "fan_in_concat"))
+GRAD = ("tests/test_grad.py", *proofs("test_manual_vjp_in_train_mode_with_batch_norm_and_dropout",
+                                      "test_manual_vjp_returns_each_gradient_in_its_params_dtype",
+                                      "test_value_and_grad_returns_each_gradient_in_its_params_dtype"))
+OPTIM = (*proofs("test_first_two_updates_follow_the_formula", "test_scale_by_rms_initial_scale_changes_the_first_step",
+                 "test_decay_mask_decays_kernels_only_for_every_built_in_parameter",
+                 "test_adamw_leaves_1d_params_alone_with_the_decay_mask", "test_global_norm_of_16_bit_gradients"),
+         "tests/test_optim_transforms.py", "tests/test_optim_aliases.py", "tests/test_optim_numpy.py")
 
 # fmt: off
 MUTANTS: list[Mutant] = [
@@ -85,7 +106,7 @@ MUTANTS: list[Mutant] = [
         M("softplus' is tanh", 'softplus = _activation("softplus", F.softplus, F.sigmoid, "x")',
           'softplus = _activation("softplus", F.softplus, lambda x: 0.5 + 0.5 * F.tanh(x), "x")'),
     ),
-    *block("fnn/layers/dropout.py", LAYERS + ("tests/test_dropout.py",),
+    *block("fnn/layers/dropout.py", ("tests/test_dropout.py", *LAYERS),
         M("dropout bwd without 1/keep", "return {}, xp.where(mask, dy / keep_prob, 0.0)", "return {}, xp.where(mask, dy, 0.0)"),
         M("dropout bwd ignores the mask", "return {}, xp.where(mask, dy / keep_prob, 0.0)", "return {}, xp.where(True, dy / keep_prob, 0.0)"),
     ),
@@ -118,7 +139,7 @@ MUTANTS: list[Mutant] = [
           "dw = sum(m[q, :, :, 0:kw] for q in range(block))"),
         M("unreached rest off by one", "n + lo + hi - ((o - 1) * s + (k - 1) * d + 1)", "n + lo + hi - ((o - 1) * s + (k - 1) * d)"),
     ),
-    *block("fnn/kernels/windows.py", CONV + POOL[:2],
+    *block("fnn/kernels/windows.py", CONV + POOL,
         M("col2im assigns instead of adding", "        planes[(slice(None), slice(None), *_offset_index(o, strides, out_sizes, dilation))] += cols[o]",
           "        planes[(slice(None), slice(None), *_offset_index(o, strides, out_sizes, dilation))] = cols[o]"),
         M("patches_to_image assigns instead of adding",
@@ -178,7 +199,7 @@ MUTANTS: list[Mutant] = [
           "dprev = tuple(xp.where(keep_t, dp, 0.0) for dp, d in zip(dprev, dcarry))"),
         M("bptt: db from da", '"b": xp.sum(dz, axis=0)}', '"b": xp.sum(da, axis=0)}'),
     ),
-    *block("fnn/layers/bidirectional.py", RECURRENT + SEQUENCE[:1],
+    *block("fnn/layers/bidirectional.py", RECURRENT,
         M("bidirectional dx backward run not re-reversed", "dx = dx_f + _reverse(xp, dx_b, order)", "dx = dx_f + dx_b"),
         M("bidirectional halves swapped", 'halves = {"forward": d[..., :half], "backward": d[..., half:]}',
           'halves = {"forward": d[..., half:], "backward": d[..., :half]}'),
