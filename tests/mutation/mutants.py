@@ -45,16 +45,15 @@ def proofs(*tests: str) -> tuple[str, ...]:
 
 ACTIVATIONS = props("sigmoid", "tanh", "relu", "gelu", "softplus", "silu", "gelu_exact", "elu", "leaky_relu", "prelu",
                     "softmax", "log_softmax", "step")
-LAYERS = ("tests/test_layers.py", *props("dense", "flatten", "reshape", "dropout"), *ACTIVATIONS)
-CONV = ("tests/test_conv.py",
-        *proofs("test_cpu_convolution_forms_accumulate_16_bit_inputs_in_float32"),
-        *props("conv", "conv1d", "conv2d", "conv3d", "conv_transpose"))
-POOL = ("tests/test_pooling.py", "tests/test_pooling_nd.py",
-        *proofs("test_pooling_backward_on_rectangular_windows", "test_max_pool_ties_go_to_the_first_maximum",
-                "test_max_pool_backward_values_by_hand"),
-        *props("max_pool", "avg_pool", "global_avg_pool"))
-NORM = ("tests/test_normalization.py", *props("batch_norm", "layer_norm", "rms_norm", "group_norm"))
-RECURRENT = ("tests/test_recurrent.py", *props("rnn", "lstm", "gru", "bidirectional"))
+LAYERS = (*props("dense", "flatten", "reshape", "dropout"), *ACTIVATIONS, "tests/test_layers.py")
+CONV = (*props("conv", "conv1d", "conv2d", "conv3d", "conv_transpose"),
+        *proofs("test_cpu_convolution_forms_accumulate_16_bit_inputs_in_float32"), "tests/test_conv.py")
+POOL = (*props("max_pool", "avg_pool", "global_avg_pool"),
+        *proofs("test_max_pool_backward_values_by_hand", "test_pooling_backward_on_rectangular_windows",
+                "test_max_pool_ties_go_to_the_first_maximum"),
+        "tests/test_pooling.py", "tests/test_pooling_nd.py")
+NORM = (*props("batch_norm", "layer_norm", "rms_norm", "group_norm"), "tests/test_normalization.py")
+RECURRENT = (*props("rnn", "lstm", "gru", "bidirectional"), "tests/test_recurrent.py")
 SEQUENCE = (*props("embedding", "bidirectional"),
             "tests/test_sequence_layers.py::test_embedding_gradient_is_a_scatter_add_manual_autodiff_numeric",
             "tests/test_sequence_layers.py::test_embedding_in_a_model_manual_equals_autodiff_under_jit_and_manual_vjp")
@@ -62,10 +61,10 @@ ATTENTION = (*props("multi_head_attention", "transformer_block"),
              *(f"tests/test_attention.py::{t}" for t in ("test_kernel_backward_matches_jax_grad_in_both_forms",
                                                           "test_mha_gradients", "test_transformer_block_gradients")))
 LOSSES = ("tests/test_loss_gradients.py", "tests/test_losses.py")
-COMBINATORS = ("tests/test_combinators.py::test_combinator_backward",
-               "tests/test_combinators.py::test_fan_combinators_shapes_and_gradients",
+COMBINATORS = (*props("serial", "parallel", "residual", "fan_out", "fan_in_sum", "fan_in_concat"),
                *proofs("test_fan_in_concat_backward_on_every_axis"),
-               *props("serial", "parallel", "residual", "fan_out", "fan_in_sum", "fan_in_concat"))
+               "tests/test_combinators.py::test_combinator_backward",
+               "tests/test_combinators.py::test_fan_combinators_shapes_and_gradients")
 GRAD = (*(f"tests/test_grad.py::{t}" for t in ("test_manual_on_numpy_equals_autodiff_under_jit",
                                             "test_grads_keep_param_dtypes",
                                             "test_manual_vjp_gives_jax_grad_answer_and_uses_the_custom_rule",
