@@ -68,7 +68,8 @@ def _values(draw, shape, *, kinks_allowed: bool = True) -> tuple[np.ndarray, boo
 
 
 def _batch(draw) -> int:
-    return draw(st.integers(1, 3))
+    """2 or 3: with a batch of 1 a sum over the batch is its mean, and a bug confusing them would pass."""
+    return draw(st.integers(2, 3))
 
 
 def _padding(draw, rank: int, window: tuple[int, ...], *, pool: bool = False):

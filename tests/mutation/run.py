@@ -104,8 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per mutant's test run")
     parser.add_argument("--skip-baseline", action="store_true", help="do not run the unmutated tests first")
+    parser.add_argument("--first", nargs="*", default=[], metavar="WORD",
+                        help="run the mutants whose name contains one of these before the others")
     args = parser.parse_args(argv)
     chosen = [m for m in MUTANTS if not args.names or any(n in m.name for n in args.names)]
+    chosen.sort(key=lambda m: not any(w in m.name for w in args.first))  # stable: list order otherwise
     if not chosen:
         print(f"no mutant matches {args.names}", file=sys.stderr)
         return 2
