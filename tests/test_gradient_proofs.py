@@ -120,10 +120,6 @@ def _first_two(opt, backend_name):
     return jax.tree.map(np.asarray, u1), jax.tree.map(np.asarray, u2)
 
 
-def _expected(first, second):
-    return {k: first(G[k], P[k]) for k in G}, {k: second(G[k], P[k]) for k in G}
-
-
 def _rms(g, p, decay=0.8, eps=1e-3, v0=0.5):
     v1 = decay * v0 + (1 - decay) * g * g
     v2 = decay * v1 + (1 - decay) * 9 * g * g
