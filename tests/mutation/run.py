@@ -105,10 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per mutant's test run")
     parser.add_argument("--skip-baseline", action="store_true", help="do not run the unmutated tests first")
     parser.add_argument("--first", nargs="*", default=[], metavar="WORD",
-                        help="run the mutants whose name contains one of these before the others")
+                        help="run the mutants whose name or file contains one of these before the others")
+    parser.add_argument("--exclude", nargs="*", default=[], metavar="WORD",
+                        help="leave out the mutants whose name contains one of these (e.g. those already run)")
     args = parser.parse_args(argv)
-    chosen = [m for m in MUTANTS if not args.names or any(n in m.name for n in args.names)]
-    chosen.sort(key=lambda m: not any(w in m.name for w in args.first))  # stable: list order otherwise
+    chosen = [m for m in MUTANTS if (not args.names or any(n in m.name for n in args.names))
+              and not any(w in m.name for w in args.exclude)]
+    chosen.sort(key=lambda m: not any(w in m.name or w in m.file for w in args.first))  # stable otherwise
     if not chosen:
         print(f"no mutant matches {args.names}", file=sys.stderr)
         return 2
