@@ -343,3 +343,22 @@ def test_value_and_grad_returns_each_gradient_in_its_params_dtype():
     x = np.random.default_rng(1).standard_normal((4, 3)).astype(np.float32)
     (_, _), grads = fnn.value_and_grad(model, fnn.losses.mse)(params, state, x, np.zeros((4, 2), np.float32))
     assert grads["dense"]["w"].dtype == np.float16 and grads["dense_1"]["w"].dtype == np.float32
+
+
+def test_value_and_grad_runs_the_model_in_train_mode():
+    """Both methods: batch statistics (the running state moves) and dropout with the key, the same values."""
+    model = _train_model()
+    params, state = model.init(jax.random.key(0), (6, 4), dtype=jnp.float64)
+    x = jnp.asarray(np.random.default_rng(10).standard_normal((6, 4)))
+    target = jnp.asarray(np.random.default_rng(11).standard_normal((6, 3)))
+    key = jax.random.key(5)
+    results = {m: jax.jit(fnn.value_and_grad(model, fnn.losses.mse, m))(params, state, x, target, key=key)
+               for m in ("manual", "autodiff")}
+    (loss, new_state), grads = results["manual"]
+    (loss_a, new_state_a), grads_a = results["autodiff"]
+    eval_loss = fnn.losses.mse(model.apply(params, state, x)[0], target)
+    assert not np.isclose(float(loss), float(eval_loss))
+    np.testing.assert_allclose(float(loss), float(loss_a), rtol=1e-12)
+    assert not np.allclose(np.asarray(new_state["batch_norm"]["mean"]), 0.0)
+    gradcheck.assert_close(new_state, new_state_a, tol=1e-12, names=("manual state", "autodiff state"))
+    gradcheck.assert_close(grads, grads_a, tol=1e-8, floor=1e-6, names=("manual", "autodiff"))  # dense/b: round-off

@@ -71,7 +71,8 @@ GRAD = (*(f"tests/test_grad.py::{t}" for t in ("test_manual_on_numpy_equals_auto
                                             "test_a_wrong_rule_changes_jax_grad_under_jit_and_vmap")),
         *proofs("test_manual_vjp_in_train_mode_with_batch_norm_and_dropout",
                                       "test_manual_vjp_returns_each_gradient_in_its_params_dtype",
-                                      "test_value_and_grad_returns_each_gradient_in_its_params_dtype"))
+                                      "test_value_and_grad_returns_each_gradient_in_its_params_dtype",
+                                      "test_value_and_grad_runs_the_model_in_train_mode"))
 OPTIM = (*proofs("test_first_two_updates_follow_the_formula", "test_scale_by_rms_initial_scale_changes_the_first_step",
                  "test_decay_mask_decays_kernels_only_for_every_built_in_parameter",
                  "test_adamw_leaves_1d_params_alone_with_the_decay_mask", "test_global_norm_of_16_bit_gradients"),
