@@ -34,13 +34,13 @@ TINY = 400  # at most this many input and param entries: finite differences too
 
 
 def _public_layers() -> list[str]:
-    """Every name of fnn.layers and fnn.combinators that is a layer or a layer factory."""
-    names = []
-    for module in (L, C):
-        for name in module.__all__:
-            obj = getattr(module, name)
-            if (isinstance(obj, Layer) or hasattr(obj, "__wrapped__")) and name not in names:
-                names.append(name)
+    """Every public name of fnn.layers (all layers and layer factories), and every
+    name of fnn.combinators that is a layer or a layer factory."""
+    names = list(L.__all__)
+    for name in C.__all__:
+        obj = getattr(C, name)
+        if (isinstance(obj, Layer) or hasattr(obj, "__wrapped__")) and name not in names:
+            names.append(name)
     return names
 
 

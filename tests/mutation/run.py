@@ -93,8 +93,8 @@ def run_mutant(copy: Path, mutant: Mutant, timeout: float) -> Outcome:
     seconds = time.perf_counter() - start
     if code is None:
         return Outcome(mutant, "timeout", seconds, last)
-    if code == 5:
-        raise RuntimeError(f"mutant {mutant.name!r}: pytest collected no tests from {mutant.tests}")
+    if code in (3, 4, 5):  # internal error, usage error (a test id that does not exist), no tests: not a kill
+        raise RuntimeError(f"mutant {mutant.name!r}: pytest could not run {mutant.tests} (exit {code}: {last})")
     return Outcome(mutant, "survived" if code == 0 else "killed", seconds, last)
 
 
