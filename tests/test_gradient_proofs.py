@@ -362,3 +362,24 @@ def test_value_and_grad_runs_the_model_in_train_mode():
     assert not np.allclose(np.asarray(new_state["batch_norm"]["mean"]), 0.0)
     gradcheck.assert_close(new_state, new_state_a, tol=1e-12, names=("manual state", "autodiff state"))
     gradcheck.assert_close(grads, grads_a, tol=1e-8, floor=1e-6, names=("manual", "autodiff"))  # dense/b: round-off
+
+
+SUM_POOL_FORMS = [  # (form, window, strides, padding, input)
+    ("xla", (2, 3), (1, 2), ((1, 0), (0, 2)), (2, 5, 7, 3)),
+    ("xla", (3, 2), (2, 1), ((0, 2), (1, 0)), (3, 6, 5, 2)),
+    ("patches", (2, 3), (1, 2), ((1, 0), (0, 2)), (2, 5, 7, 3)),
+    ("tiles", (2, 3), (2, 3), ((1, 1), (0, 2)), (2, 4, 7, 3)),
+]
+
+
+@pytest.mark.parametrize("form, window, strides, padding, shape", SUM_POOL_FORMS)
+def test_sum_pool_backward_forms_with_unequal_paddings(form, window, strides, padding, shape):
+    """Every form of a sum window's backward on JAX arrays is the transpose of reduce_window's sum."""
+    from fnn.kernels import pool as pool_kernels
+
+    rng = np.random.default_rng(12)
+    x = jnp.asarray(rng.standard_normal(shape))
+    y, vjp = jax.vjp(lambda a: pool_kernels.xla_reduce_window(a, "sum", window, strides, padding), x)
+    dy = jnp.asarray(rng.standard_normal(y.shape))
+    got = pool_kernels.sum_pool_dx(dy, shape, window, strides=strides, padding=padding, implementation=form)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(vjp(dy)[0]), rtol=1e-12, atol=1e-12)

@@ -138,8 +138,8 @@ def _plain(layer_or_build: Any, *, rank_low: int = 2, rank_high: int = 3, kinks:
 def _normalisation(draw, which: str) -> Draw:
     if which == "group_norm":
         groups = draw(st.integers(1, 3))
-        shape = (_batch(draw), *(draw(st.integers(1, 3)) for _ in range(draw(st.integers(1, 2)))),
-                 groups * draw(st.integers(1, 2)))
+        shape = (_batch(draw), *(draw(st.integers(2, 3)) for _ in range(draw(st.integers(1, 2)))),
+                 groups * draw(st.integers(1, 2)))  # >= 2 spatial entries: statistics over space and channels
         layer = L.group_norm(groups, eps=draw(st.sampled_from([1e-5, 0.1])))
         x, _ = _values(draw, shape, kinks_allowed=False)
         return Draw(layer, x, shape)

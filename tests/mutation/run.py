@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         for i, mutant in enumerate(chosen, 1):
             outcome = run_mutant(copy, mutant, args.timeout)
             outcomes.append(outcome)
-            print(f"[{i:3d}/{len(chosen)}] {outcome.verdict:8s} {outcome.seconds:6.1f}s  {mutant.name}", flush=True)
+            print(f"[{i:3d}/{len(chosen)}] {outcome.verdict:8s} {outcome.seconds:6.1f}s  {mutant.name}  "
+                  f"| {outcome.detail[:100]}", flush=True)
     survivors = [o for o in outcomes if o.verdict == "survived"]
     killed = len(outcomes) - len(survivors)
     print(f"\nmutation score: {killed} of {len(outcomes)} killed ({100.0 * killed / len(outcomes):.1f} %)")
