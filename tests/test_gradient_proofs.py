@@ -383,3 +383,18 @@ def test_sum_pool_backward_forms_with_unequal_paddings(form, window, strides, pa
     dy = jnp.asarray(rng.standard_normal(y.shape))
     got = pool_kernels.sum_pool_dx(dy, shape, window, strides=strides, padding=padding, implementation=form)
     np.testing.assert_allclose(np.asarray(got), np.asarray(vjp(dy)[0]), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("implementation, backend_name",
+                         [("auto", "numpy"), ("xla", "numpy"), ("numpy", "numpy"), ("auto", "jax"), ("xla", "jax")])
+def test_scatter_add_rows_adds_repeated_ids_in_every_form(implementation, backend_name):
+    """Embedding's backward: rows used several times get the sum of their cotangents, in every form."""
+    from fnn.kernels.scatter import scatter_add_rows
+
+    ids = np.array([3, 0, 3, 3, 1, 0])
+    values = np.random.default_rng(13).standard_normal((6, 2))
+    want = np.zeros((5, 2))
+    for i, v in zip(ids, values):
+        want[i] += v
+    got = scatter_add_rows(*_as(backend_name, (ids, values)), 5, implementation=implementation)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12, atol=1e-15)

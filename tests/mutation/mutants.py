@@ -57,7 +57,7 @@ NORM = (*props("batch_norm", "layer_norm", "rms_norm", "group_norm"),
                                                           "test_group_norm_formula", "test_group_norm_gradients")),
         "tests/test_normalization.py")
 RECURRENT = (*props("rnn", "lstm", "gru", "bidirectional"), "tests/test_recurrent.py")
-SEQUENCE = (*props("embedding", "bidirectional"),
+SEQUENCE = (*props("embedding", "bidirectional"), *proofs("test_scatter_add_rows_adds_repeated_ids_in_every_form"),
             "tests/test_sequence_layers.py::test_embedding_gradient_is_a_scatter_add_manual_autodiff_numeric",
             "tests/test_sequence_layers.py::test_embedding_in_a_model_manual_equals_autodiff_under_jit_and_manual_vjp")
 ATTENTION = (*props("multi_head_attention", "transformer_block"),
