@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quiet", action="store_true", help="no per-epoch loss")
     args = parser.parse_args(argv)
 
-    fnn.summary(build_model(), (None, 8, 8, 1))
+    fnn.summary(build_model(), (None, 8, 8, 1), print_=True)
     print(f"\ntraining on {args.backend} with {args.grad} gradients for {args.epochs} epochs")
     result = train(
         grad=args.grad,

@@ -25,7 +25,16 @@ initialisation and after training, and saves the whole curve as a PNG:
 The mean predictor has a mean squared error of 1/6 = 0.167; a prediction
 counts as correct when it is within 0.04 of the target.
 
-    python examples/sequence.py [--time 60] [--steps 1200] [--out sequence_gradients.png]
+    python examples/sequence.py [--quick] [--time 60] [--steps 1200] [--out sequence.png]
+
+The default run takes about 45 seconds on 2 CPU cores. ``--quick`` (the
+test's size) trains 30-step sequences for 200 steps: too short to learn the
+sum, long enough to show the gradient's reach. The default run prints lines
+such as::
+
+    t=0 / t=59  rnn 8.3e-08   lstm 9.0e-01
+    rnn       0.0948                    0.086        9.0s
+    lstm      0.0013                    0.756       21.4s
 """
 
 from __future__ import annotations
@@ -50,10 +59,10 @@ TOLERANCE = 0.04  # a prediction within this of the target counts as correct
 def adding_batch(key: Any, batch: int, time_steps: int) -> tuple[jax.Array, jax.Array]:
     """Inputs ``(batch, time, 2)`` (value, marker) and targets ``(batch, 1)``."""
     k_values, k_first, k_second = jax.random.split(key, 3)
-    values = jax.random.uniform(k_values, (batch, time_steps))
+    values = jax.random.uniform(k_values, (batch, time_steps), jnp.float32)  # the same stream under jax_enable_x64
     window = max(1, time_steps // 10)
-    first = jax.random.randint(k_first, (batch, 1), 0, window)
-    second = jax.random.randint(k_second, (batch, 1), time_steps - window, time_steps)
+    first = jax.random.randint(k_first, (batch, 1), 0, window, jnp.int32)
+    second = jax.random.randint(k_second, (batch, 1), time_steps - window, time_steps, jnp.int32)
     steps = jnp.arange(time_steps)[None, :]
     marked = (steps == first) | (steps == second)
     x = jnp.stack([values, marked.astype(values.dtype)], axis=-1)
@@ -156,21 +165,29 @@ def plot(results: dict[str, dict], path: str) -> None:
     ax.set_title("Adding problem: how far back the gradient reaches")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+QUICK = {"time": 30, "hidden": 16, "steps": 200, "batch": 32}
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--time", type=int, default=60, help="sequence length T")
-    parser.add_argument("--hidden", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=1200, help="training steps per model")
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--quick", action="store_true", help=f"the test's size: {QUICK} unless given")
+    parser.add_argument("--time", type=int, default=None, help="sequence length T (default 60)")
+    parser.add_argument("--hidden", type=int, default=None, help="state size (default 32)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per model (default 1200)")
+    parser.add_argument("--batch", type=int, default=None, help="batch size (default 64)")
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--clip", type=float, default=1.0, help="clip_by_global_norm threshold")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="sequence_gradients.png", help="where to save the PNG")
+    parser.add_argument("--out", default="sequence.png", help="where to save the PNG")
     args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else {"time": 60, "hidden": 32, "steps": 1200, "batch": 64}
+    for name, value in sizes.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     if args.time < 2:
         parser.error(f"--time must be at least 2; got {args.time}")
     results = run(time_steps=args.time, hidden=args.hidden, steps=args.steps, batch=args.batch, lr=args.lr,

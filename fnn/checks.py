@@ -13,6 +13,7 @@ import numpy as np
 __all__ = [
     "LayerError",
     "Shape",
+    "batch_axis_hint",
     "check_keys",
     "check_no_params",
     "check_param_shapes",
@@ -90,6 +91,16 @@ def same_dims(a: Shape, b: Shape) -> bool:
 # --------------------------------------------------------------------------- #
 # Checks shared by layers
 # --------------------------------------------------------------------------- #
+
+
+def batch_axis_hint(shape: Any, rank: int) -> str:
+    """A hint for an input one axis short of the ``rank`` a layer expects (batch
+    axis included): most often one example without its batch axis, e.g. under
+    ``jax.vmap(model.apply)``. Empty for any other shape."""
+    if len(tuple(shape)) != rank - 1:
+        return ""
+    return ("; layers work on batches, so is the batch axis missing? For one example pass x[None] "
+            "(under jax.vmap, apply the model to xi[None] and take [0], or apply it to the whole batch)")
 
 
 def single_shape(layer: str, shape: Shape) -> Shape:

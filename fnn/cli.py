@@ -8,24 +8,27 @@
   --process-id I`` (or ``FNN_COORDINATOR`` / ``FNN_NUM_PROCESSES`` /
   ``FNN_PROCESS_ID``), N processes train one data-parallel model over all
   their devices (:mod:`fnn.parallel`); only process 0 writes checkpoints and
-  the plot.
+  the plot. ``--log-dir DIR`` writes the run's log there (a CSV, and
+  TensorBoard events when tensorboardX is installed), each run in a folder
+  of its own; ``--grad-stats`` adds a plot of the per-layer gradient norms.
+  On ``--backend numpy`` the matrix products run on one BLAS thread unless
+  told otherwise (``--blas-threads``, or the environment: see :mod:`fnn.blas`).
 * ``fnn gradcheck`` — every layer's and loss's hand-written backward rule
   against ``jax.grad`` and finite differences, as a table.
 * ``fnn bench`` — the step time of manual backprop against autodiff for the
   standard models; ``fnn bench --full`` runs the whole benchmark suite
   (``python -m benchmarks``: fnn against plain JAX and NumPy, and how the step
-  time scales), which ships with the source checkout.
+  time scales), which ships with the source checkout (:mod:`fnn.cli_bench`).
 
-Run ``fnn <command> --help`` for the options.
+Run ``fnn <command> --help`` for the options and their defaults.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
-import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -35,8 +38,9 @@ from typing import Any, Sequence
 import numpy as np
 
 import fnn
-from fnn import backend, checkpoint, data, gradcheck_suite, losses, models, optim, train
+from fnn import backend, blas, checkpoint, cli_bench, data, gradcheck_suite, losses, models, optim, train
 from fnn import layers as L
+from fnn.cli_args import Parser, UsageError, address, int_at_least, positive_float
 
 __all__ = ["main", "build_model", "build_optimizer", "load_data"]
 
@@ -50,53 +54,6 @@ OPTIMIZERS = {  # name -> (constructor, default learning rate)
     "adam": (lambda lr: optim.adam(lr), 1e-3),
     "adamw": (lambda lr: optim.adamw(lr, weight_decay=1e-4, mask=optim.decay_mask), 1e-3),
 }
-
-
-# --------------------------------------------------------------------------- #
-# Arguments: each flag checked where it is parsed, errors in one line
-# --------------------------------------------------------------------------- #
-
-
-class UsageError(Exception):
-    """A mistake in the command line: printed as one line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, with its errors as one line (``fnn train: error: ...``) instead of the usage block."""
-
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _int_at_least(low: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an int >= {low}; got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be an int >= {low}; got {value}")
-        return value
-
-    parse.__name__ = f"int >= {low}"
-    return parse
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number; got {text!r}") from None
-    if not (np.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive finite number; got {text}")
-    return value
-
-
-def _address(text: str) -> str:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"must be HOST:PORT (e.g. 10.0.0.1:1234); got {text!r}")
-    return text
 
 
 # --------------------------------------------------------------------------- #
@@ -165,6 +122,8 @@ def _check_train_args(args: argparse.Namespace) -> None:
         raise UsageError("--backend jax needs JAX (pip install 'fnn[jax]'); or use --backend numpy")
     if args.grad == "autodiff" and args.backend != "jax":
         raise UsageError("--grad autodiff is jax.grad and needs --backend jax; on NumPy use --grad manual")
+    if args.blas_threads is not None and args.backend != "numpy":
+        raise UsageError("--blas-threads sets NumPy's matrix products and goes with --backend numpy")
     if args.resume and not args.checkpoint:
         raise UsageError("--resume needs --checkpoint DIR, the directory to resume from")
     if args.data_dir is not None and args.data != "mnist":
@@ -173,6 +132,8 @@ def _check_train_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--process-id must be below --num-processes ({args.num_processes}); got {args.process_id}")
     if args.checkpoint:
         Path(args.checkpoint).mkdir(parents=True, exist_ok=True)  # an OSError naming it, now rather than after an epoch
+    if args.log_dir:
+        Path(args.log_dir).mkdir(parents=True, exist_ok=True)
     if args.out:
         folder = Path(args.out).resolve().parent
         if not folder.is_dir() or not os.access(folder, os.W_OK):
@@ -195,8 +156,41 @@ class _UseLearningRate(train.Callback):
         return train_state._replace(opt_state=optim.set_learning_rate(train_state.opt_state, self.learning_rate))
 
 
+def _new_run_dir(log_dir: str, model: str) -> Path:
+    """A folder of its own for this run's logs under ``log_dir`` (``mlp-20260101-120000``,
+    then ``-1``, ``-2``, ... when taken): never another run's."""
+    stem = f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    for n in range(1000):
+        path = Path(log_dir) / (stem if n == 0 else f"{stem}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise UsageError(f"--log-dir {log_dir}: no free folder name for {stem}")
+
+
+def _loggers(args: argparse.Namespace) -> tuple[list, Path | None]:
+    """``(the logging callbacks, the run's folder)`` for ``--log-dir``, or ``([], None)``."""
+    if not args.log_dir:
+        return [], None
+    run_dir = _new_run_dir(args.log_dir, args.model)
+    loggers: list = [train.CSVLogger(run_dir / "log.csv")]
+    if importlib.util.find_spec("tensorboardX") is not None:
+        loggers.append(train.TensorBoard(run_dir))
+    else:
+        print("fnn train: tensorboardX is not installed, so the log is CSV only (pip install 'fnn[log]')",
+              file=sys.stderr)
+    return loggers, run_dir
+
+
 def _train(args: argparse.Namespace) -> int:
     _check_train_args(args)
+    with blas.blas_threads(args.blas_threads) if args.backend == "numpy" else contextlib.nullcontext() as threads:
+        return _run_training(args, threads)
+
+
+def _run_training(args: argparse.Namespace, blas_threads: int | None) -> int:
     distributed = any(v is not None for v in (args.coordinator, args.num_processes, args.process_id))
     distributed = distributed or bool(os.environ.get("FNN_COORDINATOR"))
     mesh, main_process = None, True
@@ -218,6 +212,9 @@ def _train(args: argparse.Namespace) -> int:
     ts = train.init_state(model, optimizer, fnn.key(args.seed, backend=args.backend), (None,) + image_shape)
     how = "hand-written backprop" if args.grad == "manual" else "autodiff"
     where = f"jax ({backend.jax.default_backend()}, jit)" if args.backend == "jax" else "numpy (eager)"
+    if blas_threads is not None:
+        setting = "" if args.blas_threads is not None or blas.user_setting() is None else f", {blas.user_setting()}"
+        where = f"numpy (eager, {blas_threads} BLAS thread{'s' * (blas_threads > 1)}{setting})"
     lr = args.lr if args.lr is not None else OPTIMIZERS[args.optimizer][1]
     if mesh is not None:
         processes = backend.jax.process_count()
@@ -230,6 +227,8 @@ def _train(args: argparse.Namespace) -> int:
     callbacks = []
     if args.resume and args.lr is not None:
         callbacks.append(_UseLearningRate(args.lr))
+    loggers, run_dir = _loggers(args) if main_process else ([], None)
+    callbacks += loggers
     if args.checkpoint:
         meta = {"model": repr(model), "batch_size": args.batch_size}
         callbacks.append(train.Checkpoint(args.checkpoint, args.checkpoint_every, metadata=meta, overwrite=args.overwrite))
@@ -257,9 +256,19 @@ def _train(args: argparse.Namespace) -> int:
           f"test loss {scores['loss']:.4f}; trained in {seconds:.1f} s")
     if args.checkpoint and main_process:
         print(f"checkpoint: {checkpoint.latest(args.checkpoint)}")
+    if run_dir is not None:
+        print(f"log written to {run_dir}")
     if args.out and history.records and main_process:
-        path = train.plot_history(history, args.out, title=f"fnn train: {args.model} on {args.data} ({how})")
+        engine = f"jax {backend.jax.default_backend()}" if args.backend == "jax" else "numpy"
+        title = (f"fnn train: {args.model} on {args.data} ({how}, {engine}); "
+                 f"test accuracy {scores['accuracy']:.2%}")
+        path = train.plot_history(history, args.out, title=title)
         print(f"training curves saved to {path}")
+        if history.grad_stats:
+            out = Path(args.out)
+            grads = train.plot_grad_stats(history, out.with_name(f"{out.stem}_grad_norms.png"),
+                                          title=f"gradient norms per parameter: {args.model} ({how}, {engine})")
+            print(f"gradient norms saved to {grads}")
     return 1 if history.stopped and history.stopped["reason"] == "non-finite" else 0
 
 
@@ -296,149 +305,69 @@ def _gradcheck(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- #
-# fnn bench
-# --------------------------------------------------------------------------- #
-
-BENCH_MODELS = {  # name -> (build the model, shape of one example), at MNIST scale
-    "mlp": (lambda: L.serial(L.flatten, L.dense(512), L.relu, L.dense(512), L.relu, L.dense(10), name="mlp"), (784,)),
-    "cnn": (lambda: models.lenet5(10), (28, 28, 1)),
-    "lstm": (lambda: build_model("lstm", (28, 28, 1), 10), (28, 28, 1)),
-    "resnet": (lambda: models.resnet(10), (28, 28, 1)),
-}
-
-
-def _median_step(step, ts, x, y, repeats: int) -> float:
-    jax = backend.jax
-    ts, out = step(ts, x, y)
-    ts, out = step(ts, x, y)
-    jax.block_until_ready((ts, out))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        ts, out = step(ts, x, y)
-        jax.block_until_ready((ts, out))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def _source_root() -> Path:
-    """The directory holding the ``fnn`` package: in a source checkout, ``benchmarks/`` sits beside it."""
-    return Path(fnn.__file__).resolve().parents[1]
-
-
-def _run_streaming(command: list[str], cwd: Path) -> int:
-    """Run ``command`` in ``cwd``, its output going straight to this process's; its exit status."""
-    return subprocess.run(command, cwd=cwd, check=False).returncode
-
-
-def _bench_full(args: argparse.Namespace) -> int:
-    """``python -m benchmarks`` run from the source checkout holding this fnn (the suite is not installed)."""
-    root = _source_root()
-    if not (root / "benchmarks" / "__main__.py").is_file():
-        raise SystemExit(
-            f"fnn bench --full: the benchmark suite ships with fnn's source checkout, not with the installed "
-            f"package, and there is no benchmarks/ directory beside {root / 'fnn'}. From a source checkout run: "
-            "python -m benchmarks [--quick] [--out DIR] (or install it editable: pip install -e .)"
-        )
-    command = [sys.executable, "-m", "benchmarks"] + ["--quick"] * args.quick
-    if args.out is not None:
-        command += ["--out", str(Path(args.out).resolve())]  # the suite runs in ``root``, not here
-    print(f"fnn bench --full: {' '.join(command)} (in {root})", flush=True)
-    return _run_streaming(command, root)
-
-
-def _bench(args: argparse.Namespace) -> int:
-    if args.full:
-        return _bench_full(args)
-    if args.quick or args.out is not None:
-        raise UsageError("--quick and --out go with --full (the full benchmark suite)")
-    if not backend.HAS_JAX:
-        raise UsageError("fnn bench compares jitted steps and needs JAX (pip install 'fnn[jax]')")
-    jax, jnp = backend.jax, backend.jnp
-    print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; SGD train step under jit, "
-          f"batch {args.batch_size}, median of {args.repeats}")
-    print(f"{'model':8s} {'params':>10s} {'autodiff ms':>12s} {'manual ms':>10s} {'manual/autodiff':>16s}")
-    rng = np.random.default_rng(0)
-    for name in args.models:
-        make, shape = BENCH_MODELS[name]
-        model, opt = make(), optim.sgd(0.01)
-        x = jnp.asarray(rng.standard_normal((args.batch_size,) + shape).astype(np.float32))
-        y = jnp.asarray(rng.integers(0, 10, args.batch_size).astype(np.int32))
-        ts = train.init_state(model, opt, fnn.key(0), (None,) + shape)
-        times = {}
-        for method in ("autodiff", "manual"):
-            step = train.train_step(model, losses.softmax_cross_entropy, opt, method, metrics={})
-            step = jax.jit(step, donate_argnums=0)
-            times[method] = _median_step(step, backend.tree_map(lambda a: a.copy(), ts), x, y, args.repeats)
-        print(f"{name:8s} {backend.tree_size(ts.params):10,d} {times['autodiff'] * 1e3:12.3f} "
-              f"{times['manual'] * 1e3:10.3f} {times['manual'] / times['autodiff']:16.2f}")
-    return 0
-
-
-# --------------------------------------------------------------------------- #
 # argument parsing
 # --------------------------------------------------------------------------- #
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="fnn", description="Train, check and benchmark fnn models.")
+    parser = Parser(prog="fnn", description="Train, check and benchmark fnn models.")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     commands = parser.add_subparsers(dest="command", metavar="{train,gradcheck,bench}")
 
-    t = commands.add_parser("train", help="train a model on the digits (or MNIST) and plot the training curves")
-    t.add_argument("--model", choices=MODELS, default="mlp")
-    t.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam")
-    t.add_argument("--lr", type=_positive_float, default=None, help="learning rate (default: the optimizer's usual one)")
-    t.add_argument("--epochs", type=_int_at_least(1), default=30)
-    t.add_argument("--batch-size", type=_int_at_least(1), default=32)
+    t = commands.add_parser("train", help="train a model on the digits (or MNIST) and plot the training curves",
+                            description="Train a model on the bundled handwritten digits (or MNIST from IDX "
+                            "files), print the test accuracy and save the training curves.")
+    t.add_argument("--model", choices=MODELS, default="mlp", help="the model (see fnn.cli.build_model)")
+    t.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam", help="the optimizer")
+    t.add_argument("--lr", type=positive_float, default=None, help="learning rate (default: the optimizer's usual one)")
+    t.add_argument("--epochs", type=int_at_least(1), default=30, help="epochs to train")
+    t.add_argument("--batch-size", type=int_at_least(1), default=32, help="examples per step")
     t.add_argument("--grad", choices=("manual", "autodiff"), default="manual",
                    help="hand-written backward rules or jax.value_and_grad")
-    t.add_argument("--backend", choices=("jax", "numpy"), default="jax" if backend.HAS_JAX else "numpy")
-    t.add_argument("--data", choices=("digits", "mnist"), default="digits")
+    t.add_argument("--backend", choices=("jax", "numpy"), default="jax" if backend.HAS_JAX else "numpy",
+                   help="jax (one compiled call per epoch) or numpy (eager)")
+    t.add_argument("--blas-threads", type=int_at_least(1), default=None, metavar="N",
+                   help="with --backend numpy: the BLAS threads of the matrix products (default: "
+                   f"{blas.DEFAULT_THREADS}, fastest for small products, unless $OPENBLAS_NUM_THREADS, "
+                   "$OMP_NUM_THREADS or $MKL_NUM_THREADS is set)")
+    t.add_argument("--data", choices=("digits", "mnist"), default="digits",
+                   help="the bundled 8x8 digits, or MNIST-format IDX files from --data-dir")
     t.add_argument("--data-dir", default=None, help="directory of the MNIST / Fashion-MNIST IDX files")
     t.add_argument("--checkpoint", default=None, metavar="DIR", help="save a checkpoint there after every epoch")
-    t.add_argument("--checkpoint-every", type=_int_at_least(1), default=1, metavar="N")
+    t.add_argument("--checkpoint-every", type=int_at_least(1), default=1, metavar="N",
+                   help="with --checkpoint: save every N epochs (and after the last)")
     t.add_argument("--overwrite", action="store_true", help="replace the checkpoints of another run in --checkpoint")
     t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --checkpoint")
-    t.add_argument("--seed", type=_int_at_least(0), default=0)
-    t.add_argument("--out", default="fnn_train.png", help="where to save the training curves (PNG)")
-    t.add_argument("--grad-stats", action="store_true", help="print per-parameter gradient statistics")
+    t.add_argument("--seed", type=int_at_least(0), default=0, help="initialisation and batch order (the split is fixed)")
+    t.add_argument("--out", default="fnn_train.png",
+                   help="where to save the training curves (PNG; an empty string for none)")
+    t.add_argument("--log-dir", default=None, metavar="DIR",
+                   help="write the run's log in a new folder under DIR: log.csv (every epoch's record and, with "
+                   "--grad-stats, the gradient statistics) and TensorBoard events when tensorboardX is installed")
+    t.add_argument("--grad-stats", action="store_true",
+                   help="record per-parameter gradient statistics: print the last epoch's, and plot the gradient "
+                   "norms over the epochs beside --out (NAME_grad_norms.png)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t.add_argument("--coordinator", type=_address, default=None, metavar="HOST:PORT",
-                   help="multi-process training: the address of process 0 (default $FNN_COORDINATOR)")
-    t.add_argument("--num-processes", type=_int_at_least(1), default=None, metavar="N",
-                   help="multi-process training: how many processes (default $FNN_NUM_PROCESSES)")
-    t.add_argument("--process-id", type=_int_at_least(0), default=None, metavar="I",
-                   help="multi-process training: this process's index, 0..N-1 (default $FNN_PROCESS_ID)")
+    t.add_argument("--coordinator", type=address, default=None, metavar="HOST:PORT",
+                   help="multi-process training: the address of process 0 (default: $FNN_COORDINATOR)")
+    t.add_argument("--num-processes", type=int_at_least(1), default=None, metavar="N",
+                   help="multi-process training: how many processes (default: $FNN_NUM_PROCESSES)")
+    t.add_argument("--process-id", type=int_at_least(0), default=None, metavar="I",
+                   help="multi-process training: this process's index, 0..N-1 (default: $FNN_PROCESS_ID)")
     t.set_defaults(run=_train)
 
     g = commands.add_parser(
-        "gradcheck", help="check every layer's backward rule against autodiff and finite differences"
+        "gradcheck", help="check every layer's backward rule against autodiff and finite differences",
+        description="Check every layer's and loss's hand-written backward rule against jax.grad and central "
+        "finite differences in float64, and print a table.",
     )
-    g.add_argument("names", nargs="*", help="only the cases whose name contains one of these")
+    g.add_argument("names", nargs="*", help="only the cases whose name contains one of these (default: all)")
     g.add_argument("--numeric-only", action="store_true", help="skip the comparison with jax.grad")
-    g.add_argument("--seed", type=_int_at_least(0), default=0)
+    g.add_argument("--seed", type=int_at_least(0), default=0, help="the random inputs and parameters")
     g.add_argument("--quiet", action="store_true", help="print the table only")
     g.set_defaults(run=_gradcheck)
 
-    b = commands.add_parser(
-        "bench",
-        help="manual backprop vs autodiff step time of the standard models (--full: the whole benchmark suite)",
-        description="Without --full: a quick table of the jitted train step time of manual backprop against "
-        "autodiff for the standard models. With --full: the whole benchmark suite (python -m benchmarks: fnn "
-        "against plain JAX and NumPy on five workloads, then how the step time scales with batch size and "
-        "sequence length), run from the source checkout that holds this fnn; it takes a few minutes.",
-    )
-    b.add_argument("--models", nargs="+", choices=sorted(BENCH_MODELS), default=list(BENCH_MODELS),
-                   help="without --full: the models to time (default all)")
-    b.add_argument("--batch-size", type=_int_at_least(1), default=64, help="without --full: the batch size (default 64)")
-    b.add_argument("--repeats", type=_int_at_least(1), default=20, help="without --full: timed steps per model (default 20)")
-    b.add_argument("--full", action="store_true",
-                   help="run the full benchmark suite (python -m benchmarks, from the source checkout)")
-    b.add_argument("--quick", action="store_true", help="with --full: tiny sizes and few repeats (seconds)")
-    b.add_argument("--out", default=None, metavar="DIR",
-                   help="with --full: where to write the results (default benchmarks/results/ in the checkout)")
-    b.set_defaults(run=_bench)
+    cli_bench.add_parser(commands)
     return parser
 
 

@@ -1,5 +1,5 @@
 """Combinators: layers made of layers (``serial``, ``parallel``, ``residual``,
-``fan_out``, ``fan_in_sum``, ``fan_in_concat``), each with its backward rule.
+``fan_out``, ``fan_in_sum``, ``fan_in_mul``, ``fan_in_concat``), each with its backward rule.
 
 A combinator's forward is written once, over a ``call`` that runs one child.
 ``fwd`` runs each child's ``fwd`` (keeping the residuals its ``bwd`` needs);
@@ -31,7 +31,9 @@ from fnn.core import (
     single_shape,
 )
 
-__all__ = ["serial", "parallel", "fan_out", "fan_in_sum", "fan_in_concat", "residual", "unique_names", "modes"]
+__all__ = [
+    "serial", "parallel", "fan_out", "fan_in_sum", "fan_in_mul", "fan_in_concat", "residual", "unique_names", "modes"
+]
 
 Call = Callable[[Layer, Any, Any, Any, Any, bool], tuple[Any, Any, Any]]
 
@@ -215,7 +217,7 @@ def parallel(*layers: Layer, name: str = "parallel") -> Layer:
 
 
 # --------------------------------------------------------------------------- #
-# fan_out, fan_in_sum, fan_in_concat
+# fan_out, fan_in_sum, fan_in_mul, fan_in_concat
 # --------------------------------------------------------------------------- #
 
 
@@ -265,6 +267,66 @@ def _fan_in_sum() -> Layer:
 
 
 fan_in_sum = _fan_in_sum()
+
+
+def _fan_in_mul() -> Layer:
+    """The multiply node of a computational graph, as a layer.
+
+        forward:   y = x_0 * x_1 * ... * x_{n-1}         (elementwise, identical shapes)
+        backward:  dx_i = dy * prod_{j != i} x_j          (two inputs: each gets dy times the other)
+
+    The residuals are the inputs; the products of the others come from prefix
+    and suffix products, never from ``y / x_i``, so a zero input is fine.
+
+    >>> import numpy as np, fnn
+    >>> price, count = np.array([[100.0]]), np.array([[2.0]])
+    >>> y, _, res = fnn.layers.fan_in_mul.fwd({}, {}, (price, count))
+    >>> y, fnn.layers.fan_in_mul.bwd({}, res, np.array([[1.1]]))[1]
+    (array([[200.]]), (array([[2.2]]), array([[110.]])))
+    """
+    name = "fan_in_mul"
+
+    def out_shape(shape):
+        shapes = _multi_shape(name, shape)
+        for s in shapes[1:]:
+            if not same_dims(s, shapes[0]):
+                raise LayerError(name, f"all inputs must have the same shape (no broadcasting); got {shapes}")
+        return shapes[0]
+
+    def fwd(params, state, x, key, train):
+        xs = _multi_input(name, x)
+        shapes = [tuple(np.shape(a)) for a in xs]
+        if any(s != shapes[0] for s in shapes):
+            raise LayerError(name, f"all inputs must have the same shape (no broadcasting); got {shapes}")
+        product = xs[0]
+        for a in xs[1:]:
+            product = product * a
+        return product, state, xs
+
+    def bwd(params, xs, dy):
+        # dx_i = dy * prod_{j != i} x_j, from prefix and suffix products (no division, so a zero input is fine)
+        n = len(xs)
+        before = [None] * n  # before[i] = x_0 * ... * x_{i-1}
+        after = [None] * n  # after[i] = x_{i+1} * ... * x_{n-1}
+        for i in range(1, n):
+            before[i] = xs[i - 1] if before[i - 1] is None else before[i - 1] * xs[i - 1]
+        for i in range(n - 2, -1, -1):
+            after[i] = xs[i + 1] if after[i + 1] is None else xs[i + 1] * after[i + 1]
+        dxs = []
+        for b, a in zip(before, after):
+            d = dy
+            if b is not None:
+                d = d * b
+            if a is not None:
+                d = d * a
+            dxs.append(d)
+        return {}, tuple(dxs)
+
+    doc = "Elementwise product of a tuple of inputs of identical shapes; input i's cotangent is dy times the others."
+    return Layer(name, init=no_params, out_shape=out_shape, fwd=fwd, bwd=bwd, doc=doc)
+
+
+fan_in_mul = _fan_in_mul()
 
 
 @layer_factory

@@ -56,6 +56,7 @@ __all__ = [
     "parallel",
     "fan_out",
     "fan_in_sum",
+    "fan_in_mul",
     "fan_in_concat",
     "residual",
     "summary",
@@ -328,6 +329,7 @@ def layer_factory(factory: Callable[..., Layer]) -> Callable[..., Layer]:
 
 from fnn.combinators import (  # noqa: E402  (they build on the Layer above)
     fan_in_concat,
+    fan_in_mul,
     fan_in_sum,
     fan_out,
     parallel,

@@ -27,6 +27,7 @@ import numpy as np
 from fnn import backend, gradcheck, losses
 from fnn import layers as L
 from fnn.core import Layer, no_params
+from fnn.models import basic_block
 from fnn.models_transformer import last_position
 
 __all__ = ["BACKENDS", "Case", "Result", "CASES", "find", "run_case", "run", "format_table", "loss_as_layer"]
@@ -158,6 +159,8 @@ CASES: list[Case] = [
     Case("leaky_relu", lambda: L.leaky_relu(0.1), (4, 5)),
     Case("elu", lambda: L.elu(0.7), (4, 5)),
     Case("prelu", lambda: L.prelu(0.25), (4, 5)),
+    Case("rrelu (train)", lambda: L.rrelu(0.1, 0.3), (4, 5), train=True),
+    Case("rrelu (eval)", lambda: L.rrelu(0.1, 0.3), (4, 5)),
     Case("flatten", lambda: L.flatten, (2, 3, 4)),
     Case("reshape", lambda: L.reshape((4, 3)), (2, 3, 4)),
     # convolution and pooling
@@ -202,20 +205,23 @@ CASES: list[Case] = [
     Case("serial", lambda: L.serial(L.dense(4), L.tanh, L.dense(2)), (3, 5)),
     Case("residual", lambda: L.residual(L.serial(L.dense(5), L.tanh)), (3, 5)),
     Case("residual (projection)", lambda: L.residual(L.dense(4), L.dense(4)), (3, 5)),
+    Case("pre-activation block (models.basic_block, train)",
+         lambda: basic_block(3, stride=2, project=True, preactivation=True), (2, 4, 4, 2), train=True, max_entries=6),
     Case("parallel", lambda: L.parallel(L.dense(2), L.tanh), ((3, 4), (3, 2))),
     Case("fan_out + fan_in_sum", lambda: L.serial(L.fan_out(2), L.parallel(L.dense(3), L.dense(3)), L.fan_in_sum),
          (3, 4)),
     Case("fan_in_concat", lambda: L.fan_in_concat(), ((3, 2), (3, 4))),
+    Case("fan_in_mul", lambda: L.fan_in_mul, ((3, 4), (3, 4), (3, 4))),
     # losses (the pred is the input)
     Case("mse", lambda: loss_as_layer(losses.mse, _SOFT), (4, 4)),
-    Case("huber", lambda: loss_as_layer(losses.huber(0.5), _SOFT), (4, 4)),
+    Case("huber", lambda: loss_as_layer(losses.huber.replace(delta=0.5), _SOFT), (4, 4)),
     Case("softmax_cross_entropy (labels)", lambda: loss_as_layer(losses.softmax_cross_entropy, _LABELS), (4, 4)),
     Case("softmax_cross_entropy (soft)", lambda: loss_as_layer(losses.softmax_cross_entropy, _SOFT), (4, 4)),
     Case("softmax_cross_entropy (soft, rows not summing to 1)",
          lambda: loss_as_layer(losses.softmax_cross_entropy, _SOFT_UNNORMALISED), (4, 4)),
     Case("sigmoid_binary_cross_entropy", lambda: loss_as_layer(losses.sigmoid_binary_cross_entropy, _BINARY), (4, 1)),
-    Case("cross_entropy", lambda: loss_as_layer(losses.cross_entropy(), _LABELS), (4, 4), inputs=_probabilities),
-    Case("binary_cross_entropy", lambda: loss_as_layer(losses.binary_cross_entropy(), _BINARY), (4, 1),
+    Case("cross_entropy", lambda: loss_as_layer(losses.cross_entropy, _LABELS), (4, 4), inputs=_probabilities),
+    Case("binary_cross_entropy", lambda: loss_as_layer(losses.binary_cross_entropy, _BINARY), (4, 1),
          inputs=_sigmoids),
     # sequence layers
     Case("embedding", lambda: with_fixed_ids(L.embedding(7, 5), _IDS), (2, 3, 5)),

@@ -51,6 +51,7 @@ __all__ = [
     "lecun_normal",
     "lecun_uniform",
     "orthogonal",
+    "identity",
 ]
 
 
@@ -235,5 +236,28 @@ def orthogonal(scale: float = 1.0) -> Initializer:
         if rows < cols:
             q = q.T
         return (scale * q).reshape(shape).astype(dtype)
+
+    return init
+
+
+@_factory
+def identity(scale: float = 1.0) -> Initializer:
+    """``scale`` times the identity matrix, for a square ``(n, n)`` kernel: the
+    recurrent weights of an IRNN, a ReLU RNN that starts by copying its state
+    from step to step, so that its gradient through time neither vanishes nor
+    explodes at the start (Le, Jaitly & Hinton, 2015).
+
+    >>> import numpy as np
+    >>> identity(0.5)(np.random.default_rng(0), (2, 2))
+    array([[0.5, 0. ],
+           [0. , 0.5]], dtype=float32)
+    """
+
+    def init(key, shape, dtype=np.float32):
+        shape = _check_shape(shape)
+        if len(shape) != 2 or shape[0] != shape[1]:
+            raise ValueError(f"identity: needs a square (n, n) kernel; got shape {shape}")
+        xp = backend.namespace_of_key(key)
+        return xp.asarray(scale * xp.eye(shape[0]), dtype=dtype)
 
     return init

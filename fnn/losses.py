@@ -2,6 +2,22 @@
 hand-written backward rule (``fwd(pred, target) -> (value, residuals)``,
 ``bwd(residuals, dvalue) -> dpred``).
 
+Every loss is a value, hyper-parameters or not: pass ``fnn.losses.huber``
+itself, as you pass ``fnn.losses.mse``. A loss with hyper-parameters has
+defaults (``huber.config == {"delta": 1.0}``); other values are a keyword of
+the call, as in optax (``huber(pred, target, delta=0.5)``), or a loss of
+their own, ``huber.replace(delta=0.5)``, to hand to ``fit``. The factory
+spelling of earlier versions, ``huber()`` or ``huber(delta=0.5)``, still
+works with a ``DeprecationWarning`` that names the replacement.
+
+>>> import numpy as np
+>>> from fnn import losses
+>>> pred, target = np.array([0.0, 3.0]), np.array([0.0, 0.0])
+>>> float(losses.huber(pred, target)), float(losses.huber(pred, target, delta=2.0))
+(1.25, 2.0)
+>>> losses.huber.replace(delta=2.0)
+huber(delta=2.0)
+
 Shapes must agree exactly: a target of the wrong shape is an error, never
 silently broadcast.
 """
@@ -9,6 +25,7 @@ silently broadcast.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -33,29 +50,89 @@ __all__ = [
 Array = Any
 
 
+_UNSET: Any = object()
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Loss:
-    """A loss function with its forward (keeping residuals) and hand-written backward."""
+    """A loss function with its forward (keeping residuals) and hand-written backward.
+
+    ``fwd_fn(pred, target, **options)`` and ``bwd_fn(residuals, dvalue,
+    **options)`` receive the hyper-parameters ``options`` (empty for a loss
+    without any); ``check_options(**options)`` validates new values and
+    returns them as a dict. Two losses compare and hash equal when they are
+    the same loss with the same hyper-parameters, so a rebuilt
+    ``huber.replace(delta=0.5)`` does not recompile a training step.
+    """
 
     name: str
-    fwd_fn: Callable[[Array, Array], tuple[Array, Any]]
-    bwd_fn: Callable[[Any, Array], Array]
+    fwd_fn: Callable[..., tuple[Array, Any]]
+    bwd_fn: Callable[..., Array]
     doc: str = ""
+    options: tuple[tuple[str, Any], ...] = ()
+    check_options: Callable[..., dict[str, Any]] | None = None
 
-    def __call__(self, pred: Array, target: Array) -> Array:
-        """The loss value (a scalar)."""
-        return self.fwd_fn(pred, target)[0]
+    @property
+    def config(self) -> dict[str, Any]:
+        """The hyper-parameters in effect (``{}`` for a loss without any)."""
+        return dict(self.options)
+
+    def replace(self, **changes: Any) -> "Loss":
+        """The same loss with other hyper-parameters: ``huber.replace(delta=0.5)``."""
+        unknown = sorted(set(changes) - set(self.config))
+        if unknown:
+            takes = f"its hyper-parameters are {sorted(self.config)}" if self.options else "it has no hyper-parameters"
+            raise TypeError(f"{self.name}: unknown hyper-parameter(s) {unknown}; {takes}")
+        merged = {**self.config, **changes}
+        if self.check_options is not None:
+            merged = self.check_options(**merged)
+        return dataclasses.replace(self, options=tuple(merged.items()))
+
+    def __call__(self, pred: Array = _UNSET, target: Array = _UNSET, **options: Any) -> Array:
+        """The loss value (a scalar); keywords override hyper-parameters for this call."""
+        if target is _UNSET:
+            return self._factory_call(pred, options)
+        loss = self.replace(**options) if options else self
+        return loss.fwd_fn(pred, target, **loss.config)[0]
+
+    def _factory_call(self, pred: Any, options: dict[str, Any]) -> "Loss":
+        """``huber()`` / ``huber(delta=0.5)``, the factory spelling of earlier versions."""
+        example = ", ".join(f"{k}={v!r}" for k, v in (options or self.config).items())
+        if pred is not _UNSET or not self.options:
+            other = f"; for other hyper-parameters, fnn.losses.{self.name}.replace({example})" if self.options else ""
+            raise TypeError(f"{self.name} is a loss value: call it as {self.name}(pred, target), or pass "
+                            f"fnn.losses.{self.name} itself (no parentheses) to fit or value_and_grad{other}")
+        fix = f"fnn.losses.{self.name}.replace({example})" if options else f"fnn.losses.{self.name}"
+        warnings.warn(f"fnn.losses.{self.name} is a loss value with defaults {self.config}, no longer a factory: "
+                      f"use {fix}", DeprecationWarning, stacklevel=3)
+        return self.replace(**options)
 
     def fwd(self, pred: Array, target: Array) -> tuple[Array, Any]:
         """``(value, residuals)``."""
-        return self.fwd_fn(pred, target)
+        return self.fwd_fn(pred, target, **self.config)
 
     def bwd(self, residuals: Any, dvalue: Array = 1.0) -> Array:
         """The cotangent of ``pred`` for a cotangent ``dvalue`` of the value."""
-        return self.bwd_fn(residuals, dvalue)
+        return self.bwd_fn(residuals, dvalue, **self.config)
+
+    def _identity(self) -> tuple:
+        return (self.name, self.fwd_fn, self.bwd_fn, self.options)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Loss) and self._identity() == other._identity()
+
+    def __hash__(self) -> int:
+        return hash(self._identity())
 
     def __repr__(self) -> str:
-        return f"<fnn loss {self.name!r}>"
+        if not self.options:
+            return f"<fnn loss {self.name!r}>"
+        return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in self.options)})"
+
+
+def _with_defaults(name: str, fwd_fn: Callable, bwd_fn: Callable, check: Callable, doc: str) -> Loss:
+    """A loss with hyper-parameters, at ``check``'s defaults."""
+    return Loss(name, fwd_fn, bwd_fn, doc=doc, options=tuple(check().items()), check_options=check)
 
 
 def _same_shape(name: str, pred: Array, target: Array) -> None:
@@ -104,26 +181,37 @@ def _mse_bwd(res, dvalue):
 mse = Loss("mse", _mse_fwd, _mse_bwd, doc="Mean squared error over all elements: mean((pred - target)^2).")
 
 
-def huber(delta: float = 1.0) -> Loss:
-    """Huber loss, mean over all elements: ``r^2/2`` for ``|r| <= delta``, else
-    ``delta (|r| - delta/2)``; its gradient is ``clip(r, -delta, delta)``."""
-    delta = _check_delta("huber", delta, positive=True)
+def _huber_options(delta: float = 1.0) -> dict[str, float]:
+    return {"delta": _check_delta("huber", delta, positive=True)}
 
-    def fwd(pred, target):
-        _same_shape("huber", pred, target)
-        xp = backend.namespace(pred, target)
-        r = pred - _as_float_target(pred, target)
-        inside = xp.abs(r) <= delta
-        r_out = xp.where(inside, delta, r)  # keeps autodiff of |r| away from 0
-        per = xp.where(inside, 0.5 * r * r, delta * (xp.abs(r_out) - 0.5 * delta))
-        return xp.mean(per), (r,)
 
-    def bwd(res, dvalue):
-        (r,) = res
-        xp = backend.namespace(r)
-        return dvalue * xp.clip(r, -delta, delta) / r.size
+def _huber_fwd(pred, target, delta):
+    _same_shape("huber", pred, target)
+    xp = backend.namespace(pred, target)
+    r = pred - _as_float_target(pred, target)
+    inside = xp.abs(r) <= delta
+    r_out = xp.where(inside, delta, r)  # keeps autodiff of |r| away from 0
+    per = xp.where(inside, 0.5 * r * r, delta * (xp.abs(r_out) - 0.5 * delta))
+    return xp.mean(per), (r,)
 
-    return Loss("huber", fwd, bwd)
+
+def _huber_bwd(res, dvalue, delta):
+    (r,) = res
+    xp = backend.namespace(r)
+    return dvalue * xp.clip(r, -delta, delta) / r.size
+
+
+huber = _with_defaults(
+    "huber", _huber_fwd, _huber_bwd, _huber_options,
+    doc="""Huber loss, mean over all elements: r^2/2 for |r| <= delta, else delta (|r| - delta/2),
+    with r = pred - target; its gradient is clip(r, -delta, delta) / size. delta defaults to 1.0
+    (huber.replace(delta=0.5), or huber(pred, target, delta=0.5)).""",
+)
+"""Huber loss, mean over all elements: ``r^2/2`` for ``|r| <= delta``, else
+``delta (|r| - delta/2)``, with ``r = pred - target``; its gradient is
+``clip(r, -delta, delta) / size``. A value: ``delta`` defaults to 1.0;
+``huber.replace(delta=0.5)`` is the loss with another, as is the call
+keyword ``huber(pred, target, delta=0.5)``."""
 
 
 # --------------------------------------------------------------------------- #
@@ -219,52 +307,66 @@ sigmoid_binary_cross_entropy = Loss(
 # --------------------------------------------------------------------------- #
 
 
-def cross_entropy(delta: float = 1e-7) -> Loss:
-    """Cross-entropy of probabilities ``p`` (e.g. a softmax output):
-    ``-sum(t log(p + delta)) / N``. ``delta`` keeps ``log(0)`` finite. Prefer
-    :data:`softmax_cross_entropy` on logits, which needs no delta."""
-    delta = _check_delta("cross_entropy", delta, positive=False)
-
-    def fwd(probs, target):
-        t = _class_targets("cross_entropy", probs, target)
-        xp = backend.namespace(probs, t)
-        return -xp.sum(t * xp.log(probs + delta)) / _batch_count(probs), (probs, t)
-
-    def bwd(res, dvalue):
-        probs, t = res
-        return -dvalue * t / (probs + delta) / _batch_count(probs)
-
-    return Loss("cross_entropy", fwd, bwd)
+def _cross_entropy_options(delta: float = 1e-7) -> dict[str, float]:
+    return {"delta": _check_delta("cross_entropy", delta, positive=False)}
 
 
-def binary_cross_entropy(delta: float = 1e-7) -> Loss:
-    """Binary cross-entropy of probabilities, mean over all elements:
-    ``-[t log(p + delta) + (1 - t) log(1 - p + delta)]``."""
-    delta = _check_delta("binary_cross_entropy", delta, positive=False)
-
-    def fwd(probs, target):
-        _same_shape("binary_cross_entropy", probs, target)
-        _check_unit_interval("binary_cross_entropy", target)
-        xp = backend.namespace(probs, target)
-        t = _as_float_target(probs, target)
-        per = t * xp.log(probs + delta) + (1.0 - t) * xp.log(1.0 - probs + delta)
-        return -xp.mean(per), (probs, t)
-
-    def bwd(res, dvalue):
-        probs, t = res
-        return -dvalue * (t / (probs + delta) - (1.0 - t) / (1.0 - probs + delta)) / probs.size
-
-    return Loss("binary_cross_entropy", fwd, bwd)
+def _cross_entropy_fwd(probs, target, delta):
+    t = _class_targets("cross_entropy", probs, target)
+    xp = backend.namespace(probs, t)
+    return -xp.sum(t * xp.log(probs + delta)) / _batch_count(probs), (probs, t)
 
 
-#: The losses that take hyper-parameters: each must be called (``huber()``) to give a Loss.
+def _cross_entropy_bwd(res, dvalue, delta):
+    probs, t = res
+    return -dvalue * t / (probs + delta) / _batch_count(probs)
+
+
+cross_entropy = _with_defaults(
+    "cross_entropy", _cross_entropy_fwd, _cross_entropy_bwd, _cross_entropy_options,
+    doc="""Cross-entropy of probabilities p (e.g. a softmax output): -sum(t log(p + delta)) / N.
+    delta (default 1e-7) keeps log(0) finite. Prefer softmax_cross_entropy on logits, which
+    needs no delta.""",
+)
+"""Cross-entropy of probabilities ``p`` (e.g. a softmax output):
+``-sum(t log(p + delta)) / N``, ``delta`` (default 1e-7) keeping ``log(0)``
+finite; targets as for :data:`softmax_cross_entropy`. Prefer
+:data:`softmax_cross_entropy` on logits, which needs no delta."""
+
+
+def _binary_cross_entropy_options(delta: float = 1e-7) -> dict[str, float]:
+    return {"delta": _check_delta("binary_cross_entropy", delta, positive=False)}
+
+
+def _binary_cross_entropy_fwd(probs, target, delta):
+    _same_shape("binary_cross_entropy", probs, target)
+    _check_unit_interval("binary_cross_entropy", target)
+    xp = backend.namespace(probs, target)
+    t = _as_float_target(probs, target)
+    per = t * xp.log(probs + delta) + (1.0 - t) * xp.log(1.0 - probs + delta)
+    return -xp.mean(per), (probs, t)
+
+
+def _binary_cross_entropy_bwd(res, dvalue, delta):
+    probs, t = res
+    return -dvalue * (t / (probs + delta) - (1.0 - t) / (1.0 - probs + delta)) / probs.size
+
+
+binary_cross_entropy = _with_defaults(
+    "binary_cross_entropy", _binary_cross_entropy_fwd, _binary_cross_entropy_bwd, _binary_cross_entropy_options,
+    doc="""Binary cross-entropy of probabilities, mean over all elements:
+    -[t log(p + delta) + (1 - t) log(1 - p + delta)], delta defaulting to 1e-7.""",
+)
+"""Binary cross-entropy of probabilities, mean over all elements:
+``-[t log(p + delta) + (1 - t) log(1 - p + delta)]``, ``delta`` defaulting to 1e-7."""
+
+
+#: The losses with hyper-parameters (each a value at its defaults; ``.replace(...)`` changes them).
 FACTORIES = (huber, cross_entropy, binary_cross_entropy)
 
 
 def check_loss(loss: Any, where: str) -> None:
-    """Refuse a loss factory passed uncalled (``losses.huber`` for ``losses.huber()``)."""
-    if any(loss is f for f in FACTORIES):
-        raise TypeError(
-            f"{where}: fnn.losses.{loss.__name__} makes a loss from its hyper-parameters; pass "
-            f"fnn.losses.{loss.__name__}() (e.g. {loss.__name__}(delta=1.0)), not the function itself"
-        )
+    """Refuse what is not a loss function (a loss's name, a class): a clear message naming ``where``."""
+    if not callable(loss) or isinstance(loss, type):
+        raise TypeError(f"{where}: loss must be a loss such as fnn.losses.softmax_cross_entropy "
+                        f"(or a function pred, target -> scalar); got {loss!r}")

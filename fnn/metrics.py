@@ -3,12 +3,20 @@ from a model's raw outputs (logits), on NumPy and under ``jax.jit``.
 
 :func:`fnn.train.fit` and :func:`fnn.train.evaluate` take a mapping
 ``{name: metric}``; by default they report :func:`accuracy` when the loss is
-a classification loss (see :func:`default_metrics`).
+a classification loss (see :func:`default_metrics`). They average a metric
+over batches, which is exact for :func:`accuracy` and :func:`top_k_accuracy`
+(means over examples) but not for precision, recall and F1: compute those
+on a whole set, from :func:`fnn.train.predict`'s outputs or from a
+:func:`confusion_matrix` summed over batches (:func:`precision_recall_f1`).
 
 >>> import numpy as np, fnn
 >>> logits = np.array([[2.0, 0.1], [0.3, 0.9], [1.0, 0.0]])
 >>> float(fnn.metrics.accuracy(logits, np.array([0, 1, 1])))
 0.6666666666666666
+
+Classification scores (defined in :mod:`fnn.classification`): :func:`top_k_accuracy`,
+:func:`confusion_matrix`, :func:`precision`, :func:`recall`, :func:`f1`,
+:func:`precision_recall_f1` and :func:`plot_confusion_matrix`.
 """
 
 from __future__ import annotations
@@ -18,8 +26,29 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from fnn import backend
+from fnn.classification import (
+    confusion_matrix,
+    f1,
+    plot_confusion_matrix,
+    precision,
+    precision_recall_f1,
+    recall,
+    top_k_accuracy,
+)
 
-__all__ = ["Metric", "accuracy", "default_metrics", "CLASSIFICATION_LOSSES"]
+__all__ = [
+    "Metric",
+    "accuracy",
+    "top_k_accuracy",
+    "confusion_matrix",
+    "precision",
+    "recall",
+    "f1",
+    "precision_recall_f1",
+    "plot_confusion_matrix",
+    "default_metrics",
+    "CLASSIFICATION_LOSSES",
+]
 
 Array = Any
 Metric = Callable[[Array, Array], Array]

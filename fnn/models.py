@@ -10,7 +10,8 @@ any layer.
 * :func:`lstm_classifier` -- stacked LSTMs over ``(batch, time, features)``
   whose last state feeds a dense classifier;
 * :func:`resnet` -- a small ResNet (He et al., 2016) of basic residual blocks
-  with batch norm, for small images such as 8x8 digits or 28x28 MNIST;
+  with batch norm, for small images such as 8x8 digits or 28x28 MNIST, in
+  the original or the pre-activation form (``preactivation=True``);
 * :func:`transformer` -- a pre-norm transformer over token ids (causal by
   default: a language model), logits per position or at the last one
   (:mod:`fnn.models_transformer`).
@@ -190,7 +191,9 @@ def alexnet(num_classes: int = 1000, *, dropout_rate: float = 0.5, name: str = "
 
 
 @layer_factory
-def basic_block(features: int, *, stride: int = 1, project: bool = False, name: str = "block") -> Layer:
+def basic_block(
+    features: int, *, stride: int = 1, project: bool = False, preactivation: bool = False, name: str = "block"
+) -> Layer:
     """A ResNet basic block: ``relu(main(x) + shortcut(x))`` with
 
     ``main = conv 3x3 (stride) -> batch_norm -> relu -> conv 3x3 -> batch_norm``
@@ -199,7 +202,37 @@ def basic_block(features: int, *, stride: int = 1, project: bool = False, name: 
     stride or the channel count changes), the projection
     ``conv 1x1 (stride) -> batch_norm``. Convolutions carry no bias (batch
     norm's bias replaces it). Params: ``{"residual": {"main": ..., "shortcut": ...}, "relu": {}}``.
+
+    ``preactivation=True`` gives the pre-activation block of He et al.,
+    "Identity Mappings in Deep Residual Networks" (2016): ``main(x) + shortcut(x)``
+    with nothing after the sum and
+
+    ``main = batch_norm -> relu -> conv 3x3 (stride) -> batch_norm -> relu -> conv 3x3``
+
+    so that the identity path from a block's input to its output (and back, for
+    the gradient) passes through no normalisation and no non-linearity. The
+    projection shortcut is then a bare ``conv 1x1 (stride)``. Params:
+    ``{"residual": {"main": ..., "shortcut": ...}}``.
+
+    >>> import numpy as np, fnn
+    >>> params, _ = fnn.models.basic_block(8, preactivation=True).init(np.random.default_rng(0), (None, 4, 4, 8))
+    >>> list(params), list(params["residual"]["main"])
+    (['residual'], ['batch_norm', 'relu', 'conv2d', 'batch_norm_1', 'relu_1', 'conv2d_1'])
     """
+    if not isinstance(preactivation, bool):
+        raise TypeError(f"{name}: preactivation must be True or False; got {preactivation!r}")
+    if preactivation:
+        main = serial(
+            batch_norm(),
+            relu,
+            conv2d(features, 3, stride=stride, padding="same", use_bias=False, w_init=_HE),
+            batch_norm(),
+            relu,
+            conv2d(features, 3, padding="same", use_bias=False, w_init=_HE),
+            name="main",
+        )
+        shortcut = conv2d(features, 1, stride=stride, padding="same", use_bias=False, w_init=_HE) if project else None
+        return serial(residual(main, shortcut), name=name)
     main = serial(
         conv2d(features, 3, stride=stride, padding="same", use_bias=False, w_init=_HE),
         batch_norm(),
@@ -220,6 +253,7 @@ def resnet(
     *,
     stages: Sequence[int] = (16, 32, 64),
     blocks_per_stage: int = 1,
+    preactivation: bool = False,
     name: str = "resnet",
 ) -> Layer:
     """A small ResNet for small images (8x8 digits, 28x28 MNIST, 32x32 CIFAR).
@@ -230,27 +264,39 @@ def resnet(
     through a projection shortcut, the others keep an identity shortcut --
     then global average pooling and ``dense(num_classes)``.
 
+    ``preactivation=True`` builds the pre-activation ResNet (He et al., 2016,
+    "Identity Mappings in Deep Residual Networks"): a bare ``conv 3x3`` stem,
+    pre-activation blocks (``basic_block(..., preactivation=True)``:
+    ``batch_norm -> relu -> conv -> batch_norm -> relu -> conv`` plus the
+    shortcut, nothing after the sum), and one ``batch_norm -> relu`` after the
+    last block, before the pooling. The convolutions are the same as the
+    original's; the batch norms move (none after the stem or in the
+    projections, one after the last block).
+
     With the defaults: 8x8 -> 8x8x16 -> 4x4x32 -> 2x2x64 -> 64 -> classes
     (28x28 -> 28 -> 14 -> 7); about 78 k parameters (0.17 M with ``blocks_per_stage=2``).
 
     >>> import fnn
-    >>> fnn.models.resnet().out_shape((None, 8, 8, 1))
-    (None, 10)
+    >>> fnn.models.resnet().out_shape((None, 8, 8, 1)), fnn.models.resnet(preactivation=True).out_shape((None, 8, 8, 1))
+    ((None, 10), (None, 10))
     """
     stages = _check_sizes(name, "stages", stages, allow_empty=False)
     if not isinstance(blocks_per_stage, int) or blocks_per_stage < 1:
         raise ValueError(f"{name}: blocks_per_stage must be a positive int; got {blocks_per_stage!r}")
-    layers: list[Layer] = [
-        conv2d(stages[0], 3, padding="same", use_bias=False, w_init=_HE, name="stem"),
-        batch_norm(),
-        relu,
-    ]
+    if not isinstance(preactivation, bool):
+        raise TypeError(f"{name}: preactivation must be True or False; got {preactivation!r}")
+    layers: list[Layer] = [conv2d(stages[0], 3, padding="same", use_bias=False, w_init=_HE, name="stem")]
+    if not preactivation:
+        layers += [batch_norm(), relu]
     previous = stages[0]
     for s, features in enumerate(stages):
         for b in range(blocks_per_stage):
             stride = 2 if s > 0 and b == 0 else 1
-            layers.append(basic_block(features, stride=stride, project=stride != 1 or features != previous))
+            project = stride != 1 or features != previous
+            layers.append(basic_block(features, stride=stride, project=project, preactivation=preactivation))
             previous = features
+    if preactivation:  # the last block's sum is not normalised: do it once before the head
+        layers += [batch_norm(), relu]
     layers += [global_avg_pool, dense(num_classes)]
     return serial(*layers, name=name)
 

@@ -1,5 +1,6 @@
 """The ``fnn`` command, run in-process end to end."""
 
+import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -7,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import fnn
-from fnn import cli, data
+from fnn import blas, cli, cli_bench, data
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,13 +36,32 @@ def test_fnn_train_on_numpy_with_mnist_files(tmp_path, capsys):
     from tests.test_data import fake_mnist
 
     fake_mnist(tmp_path, n_train=48, n_test=16)
-    argv = ["train", "--backend", "numpy", "--data", "mnist", "--data-dir", str(tmp_path), "--epochs", "1",
+    argv = ["train", "--backend", "numpy", "--data", "mnist", "--data-dir", str(tmp_path), "--epochs", "2",
             "--batch-size", "16", "--optimizer", "sgd", "--grad-stats", "--no-progress",
-            "--out", str(tmp_path / "m.png")]
-    assert cli.main(argv) == 0
+            "--out", str(tmp_path / "m.png"), "--log-dir", str(tmp_path / "logs")]
+    titles = []
+    real_plot = fnn.train.plot_history
+    fnn.train.plot_history = lambda history, path, title: titles.append(title) or real_plot(history, path, title=title)
+    try:
+        assert cli.main(argv) == 0
+    finally:
+        fnn.train.plot_history = real_plot
     out = capsys.readouterr().out
-    assert "numpy (eager)" in out and "44 train / 4 val / 16 test" in out
+    assert "numpy (eager, " in out and "44 train / 4 val / 16 test" in out
     assert "dense_2/w" in out  # the gradient-statistics table
+    accuracy = re.search(r"test accuracy: ([\d.]+%)", out).group(1)
+    assert titles == [f"fnn train: mlp on mnist (hand-written backprop, numpy); test accuracy {accuracy}"]
+    assert (tmp_path / "m_grad_norms.png").stat().st_size > 10_000  # the gradient norms beside the curves
+    # --log-dir: a folder per run, never another run's; the CSV has every epoch and the gradient statistics
+    assert cli.main(argv[:-4] + ["--out", "", "--log-dir", str(tmp_path / "logs")]) == 0
+    runs = sorted((tmp_path / "logs").iterdir())
+    assert len(runs) == 2 and all(r.name.startswith("mlp-") for r in runs)
+    assert f"log written to {runs[-1]}" in capsys.readouterr().out
+    for run_dir in runs:
+        header, *rows = (run_dir / "log.csv").read_text().splitlines()
+        assert len(rows) == 2 and header.startswith("epoch,step,train_loss") and "grad_norm/dense_2/w" in header
+        if importlib.util.find_spec("tensorboardX") is not None:
+            assert list(run_dir.glob("events.out.tfevents.*"))
     status, message = _fails(["train", "--data", "mnist"], capsys)
     assert status == 2 and message.startswith("--data mnist needs --data-dir DIR, the directory holding the IDX")
 
@@ -160,14 +180,14 @@ def test_fnn_bench_prints_the_ratio(capsys):
 
 
 def test_fnn_bench_full_runs_the_suite_from_the_source_checkout(tmp_path, monkeypatch, capfd):
-    assert cli._source_root() == ROOT and (ROOT / "benchmarks" / "__main__.py").is_file()
+    assert cli_bench._source_root() == ROOT and (ROOT / "benchmarks" / "__main__.py").is_file()
     # a stand-in suite beside a stand-in fnn/: the real subprocess, streaming, cwd and exit status, in milliseconds
     fake = tmp_path / "checkout"
     (fake / "benchmarks").mkdir(parents=True)
     (fake / "benchmarks" / "__main__.py").write_text(
         "import os, sys\nprint('suite args', sys.argv[1:], 'in', os.getcwd())\nsys.exit(3)\n"
     )
-    monkeypatch.setattr(cli, "_source_root", lambda: fake)
+    monkeypatch.setattr(cli_bench, "_source_root", lambda: fake)
     monkeypatch.chdir(tmp_path)
     assert cli.main(["bench", "--full", "--quick", "--out", "results"]) == 3
     out = capfd.readouterr().out
@@ -178,7 +198,7 @@ def test_fnn_bench_full_runs_the_suite_from_the_source_checkout(tmp_path, monkey
 
 
 def test_fnn_bench_full_explains_where_the_suite_lives(tmp_path, monkeypatch):
-    monkeypatch.setattr(cli, "_source_root", lambda: tmp_path)  # an installed fnn: no benchmarks/ beside it
+    monkeypatch.setattr(cli_bench, "_source_root", lambda: tmp_path)  # an installed fnn: no benchmarks/ beside it
     with pytest.raises(SystemExit, match=r"ships with fnn's source checkout.*python -m benchmarks"):
         cli.main(["bench", "--full", "--quick"])
     assert cli.main(["bench", "--quick"]) == 2
@@ -193,3 +213,41 @@ def test_the_console_script_is_declared():
     assert project["scripts"]["fnn"] == "fnn.cli:main"
     assert any(d.startswith("safetensors") for d in project["dependencies"])
     assert any(d.startswith("tqdm") for d in project["dependencies"])
+
+
+@pytest.mark.parametrize("command", ["train", "gradcheck", "bench"])
+def test_help_shows_every_default(command, capsys):
+    parser = cli._parser()
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    for action in sub._actions:
+        if action.option_strings and action.default not in (None, False) and action.dest != "help":
+            shown = "all" if isinstance(action.default, list) else str(action.default)
+            assert f"(default: {shown})" in text, (action.option_strings, action.default)
+
+
+def test_numpy_training_runs_on_one_blas_thread_unless_the_user_chose(monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads_now():
+        return [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+
+    for name in blas.THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    before = blas_threads_now()
+    with blas.blas_threads() as threads:
+        assert threads == 1 and set(blas_threads_now()) == {1}
+    with blas.blas_threads(3) as threads:
+        assert threads == 3 and set(blas_threads_now()) == {3}
+    assert blas_threads_now() == before  # restored
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's own setting wins: nothing is changed
+    assert blas.user_setting() == "OMP_NUM_THREADS=2"
+    with blas.blas_threads() as threads:
+        assert blas_threads_now() == before and threads == before[0]
+
+
+def test_blas_threads_goes_with_the_numpy_backend(capsys):
+    _, message = _fails(["train", "--backend", "jax", "--blas-threads", "2", "--no-progress"], capsys)
+    assert message.startswith("--blas-threads sets NumPy's matrix products and goes with --backend numpy")

@@ -1,6 +1,8 @@
 """Combinators: naming, key derivation, shapes, summary, and hand-written
 backward rules against jax.grad and finite differences (plus property tests)."""
 
+import io
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -95,9 +97,19 @@ def test_residual_identity_adds_input():
     assert sorted(params) == ["dense", "shortcut"]
 
 
-def test_summary_prints_paths_shapes_and_counts(capsys):
+def test_summary_returns_rows_and_prints_them_when_asked(capsys):
     model = L.serial(L.serial(L.dense(8), L.relu, name="block"), L.dense(2))
-    fnn.summary(model, (None, 3))
+    rows = fnn.summary(model, (None, 3))
+    assert capsys.readouterr().out == ""
+    assert [tuple(r) for r in rows] == [
+        ("serial", "serial", (None, 2), 50), ("block", "block", (None, 8), 32),
+        ("block/dense", "dense", (None, 8), 32), ("block/relu", "relu", (None, 8), 0), ("dense", "dense", (None, 2), 18),
+    ]
+    assert rows.total == 50
+    stream = io.StringIO()
+    assert fnn.summary(model, (None, 3), file=stream) == rows
+    assert stream.getvalue() == str(rows) + "\n"
+    fnn.summary(model, (None, 3), print_=True)
     out = capsys.readouterr().out
     assert "block/dense" in out and "(None, 8)" in out
     assert "32" in out  # 3*8 + 8

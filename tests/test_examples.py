@@ -24,7 +24,7 @@ def test_xor_needs_a_hidden_layer(tmp_path):
     assert len(rows) == 4, stdout
     for name, accuracy in rows.items():
         if name.startswith("logistic_regression"):
-            assert int(accuracy) <= 75, stdout
+            assert int(accuracy) == 50, stdout  # output 0.5 everywhere: a coin flip
         else:
             assert int(accuracy) == 100, stdout
     assert png.stat().st_size > 10_000

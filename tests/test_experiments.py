@@ -17,47 +17,6 @@ def example(name: str):
     return module
 
 
-def test_initialization_histograms_and_training(tmp_path, capsys):
-    png = tmp_path / "init.png"
-    argv = ["--out", str(png), "--epochs", "3", "--train-size", "500", "--backend", "numpy"]
-    result = example("initialization").main(argv)
-    spread = result["spread"]
-    assert spread["sigmoid", "std 0.01"][-1] < 0.05  # every unit near 0.5: no diversity
-    assert spread["sigmoid", "std 1"][-1] > 0.4  # saturated at 0 and 1
-    assert 0.1 < spread["sigmoid", "Xavier"][-1] < 0.3
-    assert spread["relu", "std 0.01"][-1] < 1e-4  # vanishing activations
-    assert spread["relu", "std 1"][-1] > 100  # exploding activations
-    assert 0.5 < spread["relu", "He"][-1] < 1.5  # kept in scale through five layers
-    curves = result["curves"]
-    assert curves["He"][-1] < curves["std 0.01"][-1]  # std 0.01 barely learns
-    assert png.stat().st_size > 20_000
-    assert "saved" in capsys.readouterr().out
-
-
-def test_regularization_runs_every_variant(tmp_path):
-    png = tmp_path / "reg.png"
-    results = example("regularization").main(
-        ["--out", str(png), "--epochs", "3", "--train-size", "100", "--hidden", "2", "--backend", "numpy"]
-    )
-    assert list(results) == ["plain", "weight decay 0.03", "dropout 0.15"]
-    for r in results.values():
-        assert len(r["train"]) == len(r["test"]) == 3 and 0 <= r["final_test"] <= 1
-    assert png.stat().st_size > 10_000
-
-
-def test_hyperparameter_search_on_a_log_scale(tmp_path, capsys):
-    png = tmp_path / "hp.png"
-    out = example("hyperparameter_search").main(
-        ["--out", str(png), "--trials", "3", "--epochs", "2", "--backend", "numpy"]
-    )
-    results, best = out["results"], out["best"]
-    assert len(results) == 3
-    assert all(1e-4 <= r["lr"] <= 1 and 1e-8 <= r["weight_decay"] <= 1e-2 for r in results)
-    assert best["val_accuracy"] == max(r["val_accuracy"] for r in results) and 0 <= best["test_accuracy"] <= 1
-    assert png.stat().st_size > 10_000
-    assert "measured once" in capsys.readouterr().out
-
-
 def test_precision_float64_float32_bfloat16_float16(tmp_path):
     png = tmp_path / "precision.png"
     results = example("precision").main(["--out", str(png), "--epochs", "2", "--hidden", "32"])

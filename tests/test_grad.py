@@ -244,8 +244,16 @@ def test_a_backward_rule_returning_a_wrong_gradient_shape_is_named(problem):
         fnn.value_and_grad(model, losses.softmax_cross_entropy, "manual")(p, s, x, y)
 
 
-def test_an_uncalled_loss_factory_is_named_with_the_fix(problem):
-    params, state, x, y = problem
+def test_a_loss_with_hyper_parameters_is_passed_as_a_value(problem):
+    params, state, x, labels = problem
+    y = np.eye(3)[labels] * 3.0  # residuals on both sides of delta
+    pred = MODEL.apply(params, state, x)[0]
+    for loss, delta in ((losses.huber, 1.0), (losses.huber.replace(delta=0.5), 0.5)):
+        (value, _), grads = fnn.value_and_grad(MODEL, loss, "manual")(params, state, x, y)
+        assert float(value) == pytest.approx(float(losses.huber(pred, y, delta=delta)))
+        numeric = fnn.gradcheck.numerical_grad(lambda p: losses.huber(MODEL.apply(p, state, x)[0], y, delta=delta),
+                                               params)
+        fnn.gradcheck.assert_close(grads, numeric, tol=1e-6)
     for method in ("manual", "autodiff"):
-        with pytest.raises(TypeError, match=r"pass fnn.losses.huber\(\) \(e.g. huber\(delta=1.0\)\), not the function"):
-            fnn.value_and_grad(MODEL, losses.huber, method)
+        with pytest.raises(TypeError, match=r"value_and_grad: loss must be a loss such as"):
+            fnn.value_and_grad(MODEL, "mse", method)

@@ -22,6 +22,7 @@ FACTORIES = {
     "leaky_relu": (lambda: L.leaky_relu(0.1), lambda: L.leaky_relu(0.2)),
     "elu": (lambda: L.elu(0.5), lambda: L.elu(1.0)),
     "prelu": (lambda: L.prelu(0.1), lambda: L.prelu(0.3)),
+    "rrelu": (lambda: L.rrelu(0.1, 0.2), lambda: L.rrelu(0.1, 0.3)),
     "batch_norm": (lambda: L.batch_norm(momentum=0.8), lambda: L.batch_norm()),
     "layer_norm": (lambda: L.layer_norm(eps=1e-3), lambda: L.layer_norm()),
     "dropout": (lambda: L.dropout(0.5), lambda: L.dropout(0.25)),

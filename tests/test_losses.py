@@ -27,13 +27,13 @@ def _log_softmax(z):
 # (id, loss, pred, target, reference value)
 CASES = [
     ("mse", losses.mse, REGRESSION, LOGITS, np.mean((REGRESSION - LOGITS) ** 2)),
-    ("huber", losses.huber(0.5), 2 * REGRESSION, LOGITS, None),
+    ("huber", losses.huber.replace(delta=0.5), 2 * REGRESSION, LOGITS, None),
     ("softmax_ce_labels", losses.softmax_cross_entropy, LOGITS, LABELS, -np.mean(_log_softmax(LOGITS)[np.arange(4), LABELS])),
     ("softmax_ce_soft", losses.softmax_cross_entropy, LOGITS, SOFT, -np.sum(SOFT * _log_softmax(LOGITS)) / 4),
     ("sigmoid_bce", losses.sigmoid_binary_cross_entropy, LOGITS, BINARY,
      -np.mean(BINARY * np.log(1 / (1 + np.exp(-LOGITS))) + (1 - BINARY) * np.log(1 - 1 / (1 + np.exp(-LOGITS))))),
-    ("cross_entropy", losses.cross_entropy(), PROBS, LABELS, -np.mean(np.log(PROBS[np.arange(4), LABELS] + 1e-7))),
-    ("binary_cross_entropy", losses.binary_cross_entropy(), 1 / (1 + np.exp(-LOGITS)), BINARY,
+    ("cross_entropy", losses.cross_entropy, PROBS, LABELS, -np.mean(np.log(PROBS[np.arange(4), LABELS] + 1e-7))),
+    ("binary_cross_entropy", losses.binary_cross_entropy, 1 / (1 + np.exp(-LOGITS)), BINARY,
      -np.mean(BINARY * np.log(1 / (1 + np.exp(-LOGITS)) + 1e-7) + (1 - BINARY) * np.log(1 - 1 / (1 + np.exp(-LOGITS)) + 1e-7))),
 ]
 
@@ -126,9 +126,37 @@ def test_binary_targets_outside_0_1_and_bad_deltas_are_refused():
                                              r"in \[0, 1\]; got values from 0.0 to 2.0"):
         losses.sigmoid_binary_cross_entropy(logits, np.array([[0.0], [1.0], [2.0]]))
     with pytest.raises(fnn.LayerError, match=r"binary_cross_entropy: targets must be"):
-        losses.binary_cross_entropy()(np.full((2, 1), 0.5), np.array([[0.0], [-1.0]]))
-    for factory in (losses.cross_entropy, losses.binary_cross_entropy):
+        losses.binary_cross_entropy(np.full((2, 1), 0.5), np.array([[0.0], [-1.0]]))
+    for loss in (losses.cross_entropy, losses.binary_cross_entropy):
         with pytest.raises(ValueError, match=r"delta must be a finite number >= 0; got -1"):
-            factory(delta=-1)
+            loss.replace(delta=-1)
     with pytest.raises(ValueError, match=r"huber: delta must be a finite number > 0; got nan"):
-        losses.huber(float("nan"))
+        losses.huber.replace(delta=float("nan"))
+
+
+def test_every_loss_is_a_value_with_defaults():
+    """One convention: each loss is passed as is; hyper-parameters have defaults, a call keyword, or replace()."""
+    pred, target = np.array([[0.0, 3.0]]), np.array([[0.0, 0.0]])
+    assert losses.huber.config == {"delta": 1.0} and losses.mse.config == {}
+    assert float(losses.huber(pred, target)) == pytest.approx((0 + 1.0 * (3 - 0.5)) / 2)
+    assert float(losses.huber(pred, target, delta=2.0)) == pytest.approx((0 + 2.0 * (3 - 1.0)) / 2)
+    halved = losses.huber.replace(delta=2.0)
+    assert float(halved(pred, target)) == pytest.approx(2.0) and halved.config == {"delta": 2.0}
+    assert halved == losses.huber.replace(delta=2.0) and hash(halved) == hash(losses.huber.replace(delta=2.0))
+    assert halved != losses.huber and repr(halved) == "huber(delta=2.0)"
+    assert float(halved.bwd(halved.fwd(pred, target)[1])[0, 1]) == pytest.approx(2.0 / 2)
+    with pytest.raises(TypeError, match=r"huber: unknown hyper-parameter\(s\) \['beta'\]; its hyper-parameters are"):
+        losses.huber.replace(beta=1.0)
+
+
+def test_the_factory_spelling_warns_or_says_the_fix():
+    with pytest.warns(DeprecationWarning, match=r"use fnn.losses.huber.replace\(delta=0.5\)"):
+        old = losses.huber(delta=0.5)
+    assert old == losses.huber.replace(delta=0.5)
+    with pytest.warns(DeprecationWarning, match=r"use fnn.losses.cross_entropy$"):
+        assert losses.cross_entropy() == losses.cross_entropy
+    with pytest.raises(TypeError, match=r"huber is a loss value: call it as huber\(pred, target\).*"
+                                        r"fnn.losses.huber.replace\(delta=1.0\)"):
+        losses.huber(0.5)
+    with pytest.raises(TypeError, match=r"mse is a loss value: call it as mse\(pred, target\), or pass fnn.losses.mse"):
+        losses.mse()

@@ -59,7 +59,7 @@ def test_alexnet_shapes_on_224x224_without_running_it(capsys):
     assert params["conv2d"]["w"].shape == (11, 11, 3, 96) and params["dense_2"]["w"].shape == (4096, 1000)
     y = jax.eval_shape(lambda p, x: model.apply(p, state, x)[0], params, jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32))
     assert y.shape == (1, 1000) and y.dtype == jnp.float32
-    fnn.summary(model, (None, 224, 224, 3))
+    fnn.summary(model, (None, 224, 224, 3), print_=True)
     out = capsys.readouterr().out
     assert re.search(r"conv2d\s+conv2d\s+\(None, 55, 55, 96\)\s+34944", out) and "total params: 62,378,344" in out
 

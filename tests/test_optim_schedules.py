@@ -142,3 +142,24 @@ def test_bad_schedule_arguments(build, match):
 def test_non_integer_steps_are_type_errors():
     with pytest.raises(TypeError, match="decay_steps"):
         optim.cosine_decay(0.1, decay_steps=10.5)
+
+
+def test_positional_arguments_follow_optax():
+    """The positional arguments mean what optax's do for the schedule of the same name."""
+    optax = pytest.importorskip("optax")
+    pairs = [
+        (optim.cosine_decay(1e-3, 100), optax.cosine_decay_schedule(1e-3, 100)),
+        (optim.linear_schedule(0.0, 1e-3, 10, 5), optax.linear_schedule(0.0, 1e-3, 10, 5)),
+        (optim.exponential_decay(0.1, 10, 0.5, 7, True, 0.02), optax.exponential_decay(0.1, 10, 0.5, 7, True, 0.02)),
+        (optim.exponential_decay(1.0, 3, 0.5, 4), optax.exponential_decay(1.0, 3, 0.5, 4)),
+        (optim.warmup_cosine_decay(0.0, 1.0, 10, 110, 0.1), optax.warmup_cosine_decay_schedule(0.0, 1.0, 10, 110, 0.1)),
+    ]
+    steps = np.array([0, 3, 4, 5, 9, 10, 11, 15, 37, 50, 100, 110, 200], dtype=np.int32)
+    for ours, theirs in pairs:
+        np.testing.assert_allclose(ours(steps), jax.jit(theirs)(steps), rtol=1e-5, atol=1e-9, err_msg=repr(ours))
+
+
+def test_cosine_decay_end_value_is_keyword_only():
+    """optax's third argument is alpha (a fraction of init_value): a positional one is refused, not misread."""
+    with pytest.raises(TypeError):
+        optim.cosine_decay(1.0, 100, 0.1)

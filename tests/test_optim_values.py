@@ -27,6 +27,7 @@ OPTIMIZERS = {  # name -> a constructor called twice by the tests
     "scale_by_learning_rate": lambda: optim.scale_by_learning_rate(0.1),
     "scale_by_schedule": lambda: optim.scale_by_schedule(optim.cosine_decay(1.0, decay_steps=10)),
     "add_decayed_weights": lambda: optim.add_decayed_weights(1e-4, np.array([True, False])),
+    "add_l1": lambda: optim.add_l1(1e-4, mask=optim.decay_mask),
     "clip": lambda: optim.clip(1.0),
     "clip_by_global_norm": lambda: optim.clip_by_global_norm(1.0),
     "chain": lambda: optim.chain(optim.clip_by_global_norm(1.0), optim.adam(1e-3)),
@@ -49,7 +50,7 @@ def test_repr_reads_like_the_call():
     )
     assert repr(optim.adamw(0.1, mask=optim.decay_mask)).endswith("weight_decay=0.0001, mask=decay_mask)")
     assert repr(optim.exponential_decay(0.1, transition_steps=5, decay_rate=0.5)) == (
-        "exponential_decay(init_value=0.1, transition_steps=5, decay_rate=0.5, staircase=False, end_value=None)"
+        "exponential_decay(init_value=0.1, transition_steps=5, decay_rate=0.5, transition_begin=0, staircase=False, end_value=None)"
     )
 
 

@@ -141,7 +141,12 @@ def check_input(layer: str, shape: Any, rank: int, what: str = "input") -> tuple
     shape = tuple(shape)
     if len(shape) != rank + 2:
         layout, axes = _LAYOUTS.get(rank, ("channels-last", ", ".join(axis_names(rank))))
-        hint = "; add a channel axis, e.g. x[..., None]" if len(shape) == rank + 1 else ""
+        hint = ""
+        if len(shape) == rank + 1:  # one example, or a batch without its channel axis
+            hint = f"; add a channel axis for a batch of one-channel {what}s, x[..., None]"
+            if shape[0] is not None:
+                hint += (", or, for one example, the batch axis: x[None] (under jax.vmap, apply the model to "
+                         "xi[None] and take [0])")
         raise LayerError(
             layer, f"expected a {rank + 2}-D {layout} {what} (batch, {axes}, channels), got shape {shape}{hint}"
         )

@@ -2,7 +2,7 @@
 hyper-parameters is a value (``relu``, ``flatten``); one with
 hyper-parameters is a factory (``dense(10)``, ``leaky_relu(0.1)``)."""
 
-from fnn.core import fan_in_concat, fan_in_sum, fan_out, parallel, residual, serial
+from fnn.core import fan_in_concat, fan_in_mul, fan_in_sum, fan_out, parallel, residual, serial
 from fnn.layers.activations import (
     elu,
     gelu,
@@ -11,6 +11,7 @@ from fnn.layers.activations import (
     log_softmax,
     prelu,
     relu,
+    rrelu,
     sigmoid,
     softmax,
     softplus,
@@ -60,6 +61,7 @@ __all__ = [
     "leaky_relu",
     "elu",
     "prelu",
+    "rrelu",
     "gelu",
     "softplus",
     "softmax",
@@ -69,6 +71,7 @@ __all__ = [
     "residual",
     "fan_out",
     "fan_in_sum",
+    "fan_in_mul",
     "fan_in_concat",
     # sequence layers
     "embedding",

@@ -3,7 +3,8 @@ callable as a plain function (``relu(x)``, ``leaky_relu(k=0.1)(x)``).
 
 The math lives in :mod:`fnn.functional`; this file wraps it in the Layer
 contract. ``prelu`` is the one activation with a parameter: a learned slope
-``{"alpha": ()}``.
+``{"alpha": ()}``; ``rrelu`` the one with randomness: a slope per element drawn
+in train mode from the layer's key.
 """
 
 from __future__ import annotations
@@ -16,7 +17,16 @@ import numpy as np
 from fnn import backend
 from fnn import functional as F
 from fnn.kernels.relu import relu_select
-from fnn.core import Layer, check_no_params, check_param_shapes, expect_single, layer_factory, no_params, single_shape
+from fnn.core import (
+    Layer,
+    LayerError,
+    check_no_params,
+    check_param_shapes,
+    expect_single,
+    layer_factory,
+    no_params,
+    single_shape,
+)
 
 __all__ = [
     "Activation",
@@ -28,6 +38,7 @@ __all__ = [
     "log_softmax",
     "prelu",
     "relu",
+    "rrelu",
     "sigmoid",
     "silu",
     "softmax",
@@ -165,3 +176,61 @@ def prelu(init: float = 0.25, *, name: str = "prelu") -> Layer:
         return {"alpha": dalpha}, dx
 
     return Layer(name, init_fn, _same_shape(name), fwd, bwd)
+
+
+@layer_factory
+def rrelu(lower: float = 1.0 / 8.0, upper: float = 1.0 / 3.0, *, name: str = "rrelu") -> Activation:
+    """Randomized leaky ReLU (Xu et al., 2015): a leaky ReLU whose negative slope
+    is random while training.
+
+        train:  y = x if x > 0 else a * x,   a ~ Uniform[lower, upper] per element, drawn from ``key``
+        eval:   y = x if x > 0 else ((lower + upper) / 2) * x
+
+    Backward: ``dx = dy`` where ``x > 0``, else ``a * dy`` with the forward's
+    slopes (kept as the residual, so ``bwd`` draws nothing); the derivative at 0
+    is the slope, as for :func:`leaky_relu`. Train mode needs a ``key`` (a JAX
+    key or a NumPy Generator, read and never advanced) unless ``lower ==
+    upper``; the same key gives the same slopes. Called as a function,
+    ``rrelu()(x)`` is the eval form.
+
+    >>> import numpy as np, fnn
+    >>> layer = fnn.layers.rrelu(0.1, 0.3)
+    >>> x = -np.ones((2, 3))
+    >>> layer(x)  # eval: the mean slope 0.2
+    array([[-0.2, -0.2, -0.2],
+           [-0.2, -0.2, -0.2]])
+    >>> y, _ = layer.apply({}, {}, x, key=np.random.default_rng(0), train=True)
+    >>> bool(np.all((-y >= 0.1) & (-y <= 0.3))), len(set(y.ravel().tolist()))  # a slope per element
+    (True, 6)
+    """
+    for arg, value in (("lower", lower), ("upper", upper)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not np.isfinite(value):
+            raise ValueError(f"{name}: {arg} must be a finite number; got {value!r}")
+    if not 0.0 <= lower <= upper:
+        raise ValueError(f"{name}: expected 0 <= lower <= upper; got lower={lower!r}, upper={upper!r}")
+    lower, upper = float(lower), float(upper)
+    mean = (lower + upper) / 2.0
+
+    def eval_fn(x):
+        return F.leaky_relu(x, mean)
+
+    def fwd(params, state, x, key, train):
+        _check_input(name, params, x)
+        xp = backend.namespace(x)
+        if not train or lower == upper:
+            return eval_fn(x), state, (x, mean)
+        if key is None:
+            raise LayerError(
+                name,
+                "train mode needs a random key for the slopes; pass one, e.g. "
+                "model.apply(params, state, x, key=jax.random.key(0), train=True) "
+                "(or key=numpy.random.default_rng(0) on NumPy), or use train=False",
+            )
+        slope = xp.asarray(backend.uniform(key, np.shape(x), dtype=x.dtype, low=lower, high=upper))
+        return xp.where(x > 0, x, slope * x), state, (x, slope)
+
+    def bwd(params, saved, dy):
+        x, slope = saved
+        return {}, backend.namespace(x, dy).where(x > 0, dy, slope * dy)
+
+    return Activation(name, no_params, _same_shape(name), fwd, bwd, fn=eval_fn)

@@ -43,6 +43,7 @@ import numpy as np
 
 from fnn import backend, initializers
 from fnn._attention import from_heads_first, to_heads_first
+from fnn.checks import batch_axis_hint
 from fnn.core import (
     Layer,
     LayerError,
@@ -80,7 +81,8 @@ def split_input(
 
 def check_sequence(name: str, what: str, shape: tuple) -> tuple:
     if len(shape) != 3 or shape[2] in (None, 0):
-        raise LayerError(name, f"{what} must have shape (batch, time, features) with known features; got {shape}")
+        raise LayerError(name, f"{what} must have shape (batch, time, features) with known features; got {shape}"
+                               f"{batch_axis_hint(shape, 3)}")
     return shape
 
 

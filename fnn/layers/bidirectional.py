@@ -29,6 +29,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from fnn import backend
+from fnn.checks import batch_axis_hint
 from fnn.core import Layer, LayerError, check_keys, layer_factory, scope
 from fnn.layers._masks import keep as keep_steps, mask_cotangent
 
@@ -115,7 +116,8 @@ def bidirectional(rnn_layer: Layer, *, name: str = "bidirectional") -> Layer:
         check_keys(name, "params", params, list(_RUNS))
         check_keys(name, "state", state, list(_RUNS))
         if np.ndim(x) != 3:
-            raise LayerError(name, f"expected x of shape (batch, time, features), got shape {tuple(np.shape(x))}")
+            raise LayerError(name, f"expected x of shape (batch, time, features), got shape {tuple(np.shape(x))}"
+                                   f"{batch_axis_hint(np.shape(x), 3)}")
         xp = backend.namespace(x, mask, params)
         if mask is not None and tuple(np.shape(mask)) != tuple(np.shape(x))[:2]:
             expected = tuple(np.shape(x))[:2]

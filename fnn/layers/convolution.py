@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from fnn import backend, initializers
+from fnn.checks import batch_axis_hint
 from fnn.core import Layer, LayerError, check_param_shapes, check_positive_int, expect_single, layer_factory
 from fnn.kernels import conv as kernels
 from fnn.kernels import windows as win
@@ -314,7 +315,8 @@ def conv_transpose(
     def geometry(shape: tuple) -> tuple:
         rank = fixed or len(shape) - 2
         if rank < 1:
-            raise LayerError(name, f"expected an input (batch, *spatial, channels), got shape {shape}")
+            raise LayerError(name, f"expected an input (batch, *spatial, channels), got shape {shape}"
+                                   f"{batch_axis_hint(shape, 3)}")
         shape = win.check_input(name, shape, rank)
         window = win.ints(name, "kernel_size", kernel_size, rank)
         strides = win.ints(name, "stride", stride, rank)

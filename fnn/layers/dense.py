@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from fnn import backend, initializers
+from fnn.checks import batch_axis_hint
 from fnn.core import Layer, LayerError, check_param_shapes, check_positive_int, expect_single, is_multi_shape, layer_factory
 from fnn.kernels.affine import affine
 
@@ -50,7 +51,8 @@ def dense(
 
     def check_shape(shape) -> int:
         if is_multi_shape(shape) or len(shape) < 2:
-            raise LayerError(name, f"expected input of shape (batch, ..., in_features), got {shape}")
+            hint = "" if is_multi_shape(shape) else batch_axis_hint(shape, 2)
+            raise LayerError(name, f"expected input of shape (batch, ..., in_features), got {shape}{hint}")
         if shape[-1] is None or shape[-1] == 0:
             raise LayerError(name, f"the input feature size must be known and positive; got shape {shape}")
         return shape[-1]

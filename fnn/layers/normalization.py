@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from fnn import backend, initializers
+from fnn.checks import batch_axis_hint
 from fnn.core import (
     Layer,
     LayerError,
@@ -56,7 +57,8 @@ def _check_input(name: str, shape: Any) -> tuple:
         raise LayerError(name, f"expected a single input, got a tuple of inputs with shapes {shape}")
     shape = tuple(shape)
     if len(shape) < 2:
-        raise LayerError(name, f"expected an input of rank >= 2 (batch, ..., features), got shape {shape}")
+        raise LayerError(name, f"expected an input of rank >= 2 (batch, ..., features), got shape {shape}"
+                               f"{batch_axis_hint(shape, 2)}")
     if shape[-1] is None or shape[-1] == 0:
         raise LayerError(name, f"the feature count (last axis) must be known and positive; got shape {shape}")
     return shape

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from fnn import backend
+from fnn.checks import batch_axis_hint
 from fnn.core import Layer, LayerError, check_no_params, expect_single, layer_factory, no_params
 from fnn.kernels import pool as kernels
 from fnn.kernels import windows as win
@@ -160,7 +161,8 @@ def _global_avg_pool() -> Layer:
 
     def check(shape):
         if len(shape) < 3:
-            raise LayerError(name, f"expected an input (batch, *spatial, channels), got shape {shape}")
+            raise LayerError(name, f"expected an input (batch, *spatial, channels), got shape {shape}"
+                                   f"{batch_axis_hint(shape, 3)}")
         return win.check_input(name, shape, len(shape) - 2)
 
     def out_shape(shape):

@@ -12,6 +12,7 @@ import numpy as np
 
 from fnn import backend
 from fnn import functional as F
+from fnn.checks import batch_axis_hint
 from fnn.core import Layer, LayerError, check_no_params, expect_single, is_multi_shape, layer_factory, no_params
 
 __all__ = ["sinusoidal_positions"]
@@ -41,7 +42,8 @@ def sinusoidal_positions(*, max_wavelength: float = 10000.0, name: str = "sinuso
 
     def out_shape(shape):
         if is_multi_shape(shape) or len(shape) != 3:
-            raise LayerError(name, f"expected input of shape (batch, time, features), got {shape}")
+            hint = "" if is_multi_shape(shape) else batch_axis_hint(shape, 3)
+            raise LayerError(name, f"expected input of shape (batch, time, features), got {shape}{hint}")
         if shape[2] is not None and shape[2] % 2:
             raise LayerError(name, f"features must be even (sin and cos pairs); got {shape[2]} in shape {shape}")
         return tuple(shape)

@@ -61,6 +61,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from fnn import backend, initializers
+from fnn.checks import batch_axis_hint
 from fnn.core import Layer, LayerError, check_param_shapes, is_multi_shape, layer_factory
 from fnn.layers import _cells
 from fnn.layers._masks import keep as keep_steps, mask_cotangent
@@ -88,7 +89,7 @@ def _input_features(name: str, shape: Any) -> int:
             "(the mask and initial state need no params: init with x's shape, apply with the dict)",
         )
     if len(shape) != 3:
-        raise LayerError(name, f"expected input of shape (batch, time, features), got {shape}")
+        raise LayerError(name, f"expected input of shape (batch, time, features), got {shape}{batch_axis_hint(shape, 3)}")
     if shape[2] is None or shape[2] == 0:
         raise LayerError(name, f"the feature size must be known and positive; got shape {shape}")
     return shape[2]
@@ -127,7 +128,7 @@ def _check(name: str, cell: _cells.Cell, hidden: int, params: Any, x: Any, mask:
     """Shapes of ``x``, the params, the mask and the initial state, with messages naming the layer."""
     shape = tuple(np.shape(x))
     if len(shape) != 3:
-        raise LayerError(name, f"expected x of shape (batch, time, features), got shape {shape}")
+        raise LayerError(name, f"expected x of shape (batch, time, features), got shape {shape}{batch_axis_hint(shape, 3)}")
     batch, time, features = shape
     if time == 0:
         raise LayerError(name, f"x has no time steps (shape {shape}); a recurrent layer needs at least one")

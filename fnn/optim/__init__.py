@@ -17,7 +17,8 @@ fnn does not depend on optax.
   :func:`adam`, :func:`adamw` — each with its update formula in its docstring;
 * building blocks to :func:`chain`: :func:`scale`, :func:`scale_by_learning_rate`,
   :func:`scale_by_schedule`, :func:`trace`, :func:`scale_by_adagrad`,
-  :func:`scale_by_rms`, :func:`scale_by_adam`, :func:`add_decayed_weights`,
+  :func:`scale_by_rms`, :func:`scale_by_adam`, :func:`add_decayed_weights` (L2),
+  :func:`add_l1` (L1),
   :func:`clip`, :func:`clip_by_global_norm`;
 * per-parameter control: :func:`masked`, :func:`freeze`, :func:`partition`,
   :func:`decay_mask`; robustness: :func:`skip_not_finite`; float16 training:
@@ -35,6 +36,7 @@ from fnn.optim import schedules
 from fnn.optim.aliases import adagrad, adam, adamw, rmsprop, sgd
 from fnn.optim.base import EmptyState, GradientTransformation, Optimizer, Schedule, apply_updates, chain
 from fnn.optim.clipping import ClipByGlobalNormState, clip, clip_by_global_norm, global_norm
+from fnn.optim.l1 import add_l1
 from fnn.optim.learning_rate import (
     LearningRateState,
     ScaleByScheduleState,
@@ -91,6 +93,7 @@ __all__ = [  # noqa: RUF022 (grouped by concept, not sorted)
     "scale_by_rms",
     "scale_by_adam",
     "add_decayed_weights",
+    "add_l1",
     "decay_mask",
     "clip",
     "clip_by_global_norm",

@@ -12,6 +12,12 @@ step 0), ``peak_value``, ``end_value``, ``warmup_steps``, ``decay_steps``,
 ``transition_steps``. Pass a schedule wherever a ``learning_rate`` is accepted:
 ``optim.adam(optim.warmup_cosine_decay(0.0, peak_value=1e-3, warmup_steps=100,
 decay_steps=1000))``.
+
+The positional arguments are optax's for the schedule of the same name
+(``cosine_decay(1e-3, 100)`` as ``optax.cosine_decay_schedule(1e-3, 100)``).
+Where the two differ in meaning after that, fnn's argument is keyword-only:
+``cosine_decay``'s ``end_value`` (optax's third argument is ``alpha``, a
+fraction of ``init_value``).
 """
 
 from __future__ import annotations
@@ -88,7 +94,7 @@ def constant_schedule(value: float) -> Schedule:
 
 
 def linear_schedule(
-    init_value: float, *, end_value: float, transition_steps: int, transition_begin: int = 0
+    init_value: float, end_value: float, transition_steps: int, transition_begin: int = 0
 ) -> Schedule:
     """Linear from ``init_value`` to ``end_value``, then constant (a linear warmup).
 
@@ -129,22 +135,23 @@ def linear_schedule(
 
 def exponential_decay(
     init_value: float,
-    *,
     transition_steps: int,
     decay_rate: float,
+    transition_begin: int = 0,
     staircase: bool = False,
     end_value: float | None = None,
 ) -> Schedule:
-    """``lr(step) = init_value * decay_rate ** (step / transition_steps)``.
+    """``lr(step) = init_value * decay_rate ** (max(step - transition_begin, 0) / transition_steps)``.
 
-    With ``staircase=True`` the exponent is ``floor(step / transition_steps)``:
-    the value drops by ``decay_rate`` every ``transition_steps`` updates.
+    With ``staircase=True`` the exponent is rounded down to an integer: the
+    value drops by ``decay_rate`` every ``transition_steps`` updates.
 
     Args:
         init_value: the value at step 0.
         transition_steps: the number of steps over which the value is multiplied
             by ``decay_rate`` (>= 1).
         decay_rate: the factor per ``transition_steps`` (> 0; < 1 decays).
+        transition_begin: the steps held at ``init_value`` before the decay starts (>= 0).
         staircase: decay in discrete jumps instead of continuously.
         end_value: optional bound the value never passes (a floor when decaying,
             a ceiling when ``decay_rate > 1``).
@@ -159,13 +166,14 @@ def exponential_decay(
     init_value = _value(where, "init_value", init_value)
     transition_steps = check_int(where, "transition_steps", transition_steps, low=1)
     decay_rate = check_number(where, "decay_rate", decay_rate, low=0.0, low_open=True)
+    transition_begin = check_int(where, "transition_begin", transition_begin, low=0)
     if end_value is not None:
         end_value = _value(where, "end_value", end_value)
     staircase = bool(staircase)
 
     def schedule(step):
         xp, t = _float_step(step)
-        exponent = t / transition_steps
+        exponent = xp.maximum(t - transition_begin, 0.0) / transition_steps
         if staircase:
             exponent = xp.floor(exponent)
         value = init_value * decay_rate**exponent
@@ -178,13 +186,14 @@ def exponential_decay(
         init_value=init_value,
         transition_steps=transition_steps,
         decay_rate=decay_rate,
+        transition_begin=transition_begin,
         staircase=staircase,
         end_value=end_value,
     )
     return ScheduleValue(schedule, built)
 
 
-def piecewise_constant(init_value: float, *, boundaries_and_values: Mapping[int, float]) -> Schedule:
+def piecewise_constant(init_value: float, boundaries_and_values: Mapping[int, float]) -> Schedule:
     """A constant value that changes *at* given steps.
 
     ``lr(step) = init_value`` for ``step < b_1``, ``v_1`` for ``b_1 <= step < b_2``, ... ,
@@ -224,8 +233,12 @@ def piecewise_constant(init_value: float, *, boundaries_and_values: Mapping[int,
     return ScheduleValue(schedule, built)
 
 
-def cosine_decay(init_value: float, *, decay_steps: int, end_value: float = 0.0) -> Schedule:
+def cosine_decay(init_value: float, decay_steps: int, *, end_value: float = 0.0) -> Schedule:
     """Half a cosine from ``init_value`` down to ``end_value``, then constant.
+
+    ``cosine_decay(1e-3, 100)`` is ``optax.cosine_decay_schedule(1e-3, 100)``;
+    ``end_value`` is keyword-only because optax's third argument, ``alpha``, is
+    a fraction of ``init_value`` (``end_value = alpha * init_value``).
 
     ``lr(step) = end_value + (init_value - end_value) * (1 + cos(pi * min(step, decay_steps) / decay_steps)) / 2``
 
@@ -255,7 +268,7 @@ def cosine_decay(init_value: float, *, decay_steps: int, end_value: float = 0.0)
 
 
 def warmup_cosine_decay(
-    init_value: float, *, peak_value: float, warmup_steps: int, decay_steps: int, end_value: float = 0.0
+    init_value: float, peak_value: float, warmup_steps: int, decay_steps: int, end_value: float = 0.0
 ) -> Schedule:
     """Linear warmup from ``init_value`` to ``peak_value``, then cosine decay to ``end_value``.
 

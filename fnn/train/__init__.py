@@ -21,14 +21,16 @@ that compiles a whole epoch into one call, evaluation and prediction.
   non-finite loss, checkpoints and exact resume;
 * callbacks (:mod:`fnn.train.callbacks`): :class:`Callback`,
   :class:`StopTraining`, :class:`EarlyStopping`, :class:`ReduceLROnPlateau`,
-  :class:`CSVLogger`, :class:`Checkpoint` — ``fit(..., callbacks=[...])``;
+  :class:`Checkpoint` — ``fit(..., callbacks=[...])``; and the loggers
+  (:mod:`fnn.train.loggers`): :class:`CSVLogger`, :class:`TensorBoard`;
 * :func:`evaluate`, :func:`predict` — eval mode, batched, compiled once;
 * :class:`History`, :func:`plot_history`.
 """
 
-from fnn.train.callbacks import Callback, Checkpoint, CSVLogger, EarlyStopping, ReduceLROnPlateau, StopTraining
+from fnn.train.callbacks import Callback, Checkpoint, EarlyStopping, ReduceLROnPlateau, StopTraining
+from fnn.train.loggers import CSVLogger, TensorBoard
 from fnn.train.evaluate import evaluate, predict
-from fnn.train.history import History, plot_history
+from fnn.train.history import History, plot_grad_stats, plot_history
 from fnn.train.loop import fit
 from fnn.train.state import TrainState, init_state
 from fnn.train.step import eval_batch, gradient_stats, step_key, train_step
@@ -46,9 +48,11 @@ __all__ = [
     "EarlyStopping",
     "ReduceLROnPlateau",
     "CSVLogger",
+    "TensorBoard",
     "Checkpoint",
     "evaluate",
     "predict",
     "History",
     "plot_history",
+    "plot_grad_stats",
 ]

@@ -24,15 +24,14 @@ time (the queued epoch is dropped), and one that returns None costs nothing.
 ...     def on_epoch_end(self, epoch, record, train_state):
 ...         print(epoch, round(record["train_loss"], 2))
 
-Built in: :class:`EarlyStopping`, :class:`ReduceLROnPlateau`,
-:class:`CSVLogger` and :class:`Checkpoint`.
+Built in: :class:`EarlyStopping`, :class:`ReduceLROnPlateau` and
+:class:`Checkpoint` here; :class:`~fnn.train.CSVLogger` and
+:class:`~fnn.train.TensorBoard` in :mod:`fnn.train.loggers`.
 """
 
 from __future__ import annotations
 
-import csv
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ from fnn import checkpoint, optim
 from fnn.train.history import History
 from fnn.train.state import TrainState
 
-__all__ = ["Callback", "StopTraining", "EarlyStopping", "ReduceLROnPlateau", "CSVLogger", "Checkpoint"]
+__all__ = ["Callback", "StopTraining", "EarlyStopping", "ReduceLROnPlateau", "Checkpoint"]
 
 
 class StopTraining:
@@ -220,40 +219,6 @@ class ReduceLROnPlateau(_Monitor):
 # --------------------------------------------------------------------------- #
 # Writing things down
 # --------------------------------------------------------------------------- #
-
-
-class CSVLogger(Callback):
-    """One CSV row per epoch (the record), the header from the record's keys.
-
-    Every row is appended and flushed to disk as soon as its epoch ends, so a
-    crash loses at most the running epoch. ``append=False`` starts a new file
-    at the start of the run; ``append=True`` (e.g. with ``fit(resume=True)``)
-    adds rows to an existing one, whose header must name the same columns.
-    """
-
-    def __init__(self, path: str | Path, append: bool = False):
-        self.path, self.append, self._columns = Path(path), append, None
-
-    def on_train_begin(self, train_state: TrainState, history: History) -> None:
-        self._columns = None
-        if not self.append:
-            self.path.unlink(missing_ok=True)
-        elif self.path.exists() and self.path.stat().st_size:
-            with self.path.open(newline="") as f:
-                self._columns = next(csv.reader(f), None)
-
-    def on_epoch_end(self, epoch: int, record: dict, train_state: TrainState) -> None:
-        if self._columns is not None and list(record) != self._columns:
-            raise ValueError(f"CSVLogger: {self.path} has the columns {self._columns}; "
-                             f"this run's records have {list(record)}")
-        with self.path.open("a", newline="") as f:
-            writer = csv.writer(f)
-            if self._columns is None:
-                self._columns = list(record)
-                writer.writerow(self._columns)
-            writer.writerow([repr(v) if isinstance(v, float) else v for v in record.values()])
-            f.flush()
-            os.fsync(f.fileno())
 
 
 def _main_process(train_state: TrainState) -> bool:

@@ -14,7 +14,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-__all__ = ["History", "plot_history"]
+__all__ = ["History", "plot_history", "plot_grad_stats"]
 
 
 @dataclasses.dataclass
@@ -69,19 +69,25 @@ class History:
         return cls([dict(r) for r in data.get("records", [])], list(data.get("grad_stats", [])), data.get("stopped"))
 
 
-def plot_history(history: History, path: str | Path, *, title: str | None = None) -> Path:
-    """Save the loss and accuracy curves (train and validation) as a PNG.
-
-    Needs matplotlib (``pip install 'fnn[plot]'``); uses the Agg backend, so
-    it runs without a display.
-    """
+def _pyplot(where: str) -> Any:
+    """matplotlib.pyplot on the Agg backend (no display needed), or an ImportError naming the extra."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as err:  # pragma: no cover - matplotlib is a test dependency
-        raise ImportError("plot_history needs matplotlib: pip install 'fnn[plot]'") from err
+        raise ImportError(f"{where} needs matplotlib: pip install 'fnn[plot]'") from err
+    return plt
+
+
+def plot_history(history: History, path: str | Path, *, title: str | None = None) -> Path:
+    """Save the loss and accuracy curves (train and validation) as a PNG.
+
+    Needs matplotlib (``pip install 'fnn[plot]'``); uses the Agg backend, so
+    it runs without a display.
+    """
+    plt = _pyplot("plot_history")
     columns = history.records[-1].keys() if history.records else ()
     metrics = sorted({c.split("_", 1)[1] for c in columns if c.startswith(("train_", "val_"))} - {"loss"})
     panels = ["loss"] + metrics
@@ -100,6 +106,41 @@ def plot_history(history: History, path: str | Path, *, title: str | None = None
         ax.legend()
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_grad_stats(history: History, path: str | Path, *, stat: str = "grad_norm", title: str | None = None) -> Path:
+    """Save one curve per parameter leaf of a gradient statistic over the epochs
+    (default the gradient norm, log scale) as a PNG: where gradients vanish or explode.
+
+    Needs ``fit(grad_stats=True)``'s ``history.grad_stats`` and matplotlib.
+    """
+    if not history.grad_stats:
+        raise ValueError("plot_grad_stats: the history has no gradient statistics; train with fit(grad_stats=True)")
+    leaves = list(history.grad_stats[0])
+    if stat not in history.grad_stats[0][leaves[0]]:
+        raise ValueError(f"plot_grad_stats: unknown statistic {stat!r}; "
+                         f"expected one of {sorted(history.grad_stats[0][leaves[0]])}")
+    plt = _pyplot("plot_grad_stats")
+    epochs = history["epoch"][-len(history.grad_stats):] if history.records else []
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    positive = True
+    for leaf in leaves:
+        values = [stats[leaf][stat] for stats in history.grad_stats]
+        positive = positive and min(values) > 0
+        ax.plot(epochs[:len(values)], values, marker="o", markersize=3, label=leaf)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"{stat} (mean over the epoch's steps)" if stat in ("grad_norm", "update_ratio") else stat)
+    if positive:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2 if len(leaves) > 8 else 1)
+    if title:
+        ax.set_title(title)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)

@@ -51,10 +51,17 @@ def _stop(epoch: int, batch: int, batches: int, update: int, loss: float, state_
 
 
 class _Bar:
-    """The progress bar (tqdm, on stderr): epochs on JAX, batches on NumPy; or nothing."""
+    """The progress bar (tqdm, on stderr): epochs on JAX, batches on NumPy; or nothing.
+
+    On JAX the first epoch includes compiling it, which can take far longer
+    than the epoch itself: the bar restarts its clock after that epoch, so the
+    rate and the time left are those of the compiled epochs only (and the
+    elapsed time it shows counts from there; the record's ``seconds`` keep
+    the whole first epoch).
+    """
 
     def __init__(self, enabled: bool, on_jax: bool, epochs: int, start: int, steps: int):
-        self.bar, self.per_epoch = None, on_jax
+        self.bar, self.per_epoch, self.compiled = None, on_jax, not on_jax
         if enabled:
             from tqdm.auto import tqdm
 
@@ -73,7 +80,12 @@ class _Bar:
             short = {"train_loss": "loss", "train_accuracy": "acc", "val_loss": "val_loss", "val_accuracy": "val_acc"}
             self.bar.set_description_str("")
             self.bar.set_postfix({name: f"{record[k]:.4g}" for k, name in short.items() if k in record}, refresh=False)
-            if self.per_epoch:
+            if not self.compiled:  # the rate and the time left from here on exclude compiling
+                self.compiled, done = True, self.bar.n + 1
+                self.bar.reset()
+                self.bar.initial = self.bar.n = self.bar.last_print_n = done
+                self.bar.refresh()
+            elif self.per_epoch:
                 self.bar.update(1)
 
     def write(self, message: str) -> None:
