@@ -19,12 +19,12 @@ CASES = [
     ("softmax_ce labels (batch, time, classes)", losses.softmax_cross_entropy, LOGITS_3D, LABELS_3D),
     ("softmax_ce soft rows not summing to 1", losses.softmax_cross_entropy, LOGITS_3D, UNNORMALISED),
     ("softmax_ce one-hot", losses.softmax_cross_entropy, LOGITS_3D, np.eye(4)[LABELS_3D]),
-    ("cross_entropy soft rows not summing to 1", losses.cross_entropy(), UNIT / UNIT.sum(-1, keepdims=True), UNNORMALISED),
-    ("cross_entropy labels (batch, time, classes)", losses.cross_entropy(), UNIT / UNIT.sum(-1, keepdims=True), LABELS_3D),
+    ("cross_entropy soft rows not summing to 1", losses.cross_entropy, UNIT / UNIT.sum(-1, keepdims=True), UNNORMALISED),
+    ("cross_entropy labels (batch, time, classes)", losses.cross_entropy, UNIT / UNIT.sum(-1, keepdims=True), LABELS_3D),
     ("mse", losses.mse, LOGITS_3D, UNNORMALISED),
-    ("huber (both sides of delta)", losses.huber(0.7), 2 * LOGITS_3D, UNNORMALISED),
+    ("huber (both sides of delta)", losses.huber.replace(delta=0.7), 2 * LOGITS_3D, UNNORMALISED),
     ("sigmoid_bce", losses.sigmoid_binary_cross_entropy, LOGITS_3D, UNNORMALISED),
-    ("binary_cross_entropy", losses.binary_cross_entropy(), UNIT, UNNORMALISED),
+    ("binary_cross_entropy", losses.binary_cross_entropy, UNIT, UNNORMALISED),
 ]
 
 

@@ -239,6 +239,14 @@ def _global_pool(draw) -> Draw:
     return Draw(L.global_avg_pool, x, shape)
 
 
+def _rrelu(draw) -> Draw:
+    lower = draw(st.sampled_from([0.1, 0.25]))
+    layer = L.rrelu(lower, lower + draw(st.sampled_from([0.0, 0.2])))
+    shape = _features(draw)
+    x, on_kinks = _values(draw, shape)
+    return Draw(layer, x, shape, train=draw(st.booleans()), kinks=on_kinks)
+
+
 def _block(draw) -> Layer:
     return draw(st.sampled_from([L.tanh, L.relu, L.dense(3), L.serial(L.dense(3), L.sigmoid)]))
 
@@ -254,10 +262,10 @@ def _combinator(draw, which: str) -> Draw:
     elif which == "fan_out":
         n = draw(st.integers(1, 3))
         layer = L.serial(L.fan_out(n), L.parallel(*[L.dense(2) for _ in range(n)]), L.fan_in_sum)
-    elif which == "fan_in_sum":
+    elif which in ("fan_in_sum", "fan_in_mul"):
         n = draw(st.integers(1, 3))
         shape = tuple((shape[0], features) for _ in range(n))
-        layer = L.fan_in_sum
+        layer = getattr(L, which)
     elif which == "fan_in_concat":
         rank = draw(st.integers(2, 4))
         axis = draw(st.sampled_from([a for a in range(1, rank)] + [-a for a in range(1, rank)]))
@@ -309,8 +317,9 @@ STRATEGIES: dict[str, Callable[[Any], Draw]] = {
     "leaky_relu": _plain(lambda d: L.leaky_relu(d(st.sampled_from([0.01, 0.2, -0.5])))),
     "elu": _plain(lambda d: L.elu(d(st.sampled_from([0.3, 1.0, 2.5])))),
     "prelu": _plain(lambda d: L.prelu(d(st.sampled_from([0.25, -0.4, 1.5])))),
+    "rrelu": lambda d: _rrelu(d),
     **{name: (lambda d, name=name: _combinator(d, name)) for name in
-       ("serial", "parallel", "residual", "fan_out", "fan_in_sum", "fan_in_concat")},
+       ("serial", "parallel", "residual", "fan_out", "fan_in_sum", "fan_in_mul", "fan_in_concat")},
 }
 
 

@@ -44,7 +44,7 @@ def proofs(*tests: str) -> tuple[str, ...]:
 
 
 ACTIVATIONS = props("sigmoid", "tanh", "relu", "gelu", "softplus", "silu", "gelu_exact", "elu", "leaky_relu", "prelu",
-                    "softmax", "log_softmax", "step")
+                    "rrelu", "softmax", "log_softmax", "step")
 LAYERS = (*props("dense", "flatten", "reshape", "dropout"), *ACTIVATIONS, "tests/test_layers.py")
 CONV = (*props("conv", "conv1d", "conv2d", "conv3d", "conv_transpose"),
         *proofs("test_cpu_convolution_forms_accumulate_16_bit_inputs_in_float32"), "tests/test_conv.py")
@@ -64,7 +64,7 @@ ATTENTION = (*props("multi_head_attention", "transformer_block"),
              *(f"tests/test_attention.py::{t}" for t in ("test_kernel_backward_matches_jax_grad_in_both_forms",
                                                           "test_mha_gradients", "test_transformer_block_gradients")))
 LOSSES = ("tests/test_loss_gradients.py", "tests/test_losses.py")
-COMBINATORS = (*props("serial", "parallel", "residual", "fan_out", "fan_in_sum", "fan_in_concat"),
+COMBINATORS = (*props("serial", "parallel", "residual", "fan_out", "fan_in_sum", "fan_in_mul", "fan_in_concat"),
                *proofs("test_fan_in_concat_backward_on_every_axis"),
                "tests/test_combinators.py::test_combinator_backward",
                "tests/test_combinators.py::test_fan_combinators_shapes_and_gradients")
@@ -116,6 +116,8 @@ MUTANTS: list[Mutant] = [
           "return dy - y * xp.sum(dy, axis=-1, keepdims=True)"),
         M("prelu dalpha from the positive side", "xp.where(positive, 0.0, x) * dy", "xp.where(positive, x, 0.0) * dy"),
         M("prelu dx slope 1", 'dx = xp.where(positive, dy, params["alpha"] * dy)', "dx = xp.where(positive, dy, dy)"),
+        M("rrelu bwd with the mean slope in train mode", "return {}, backend.namespace(x, dy).where(x > 0, dy, slope * dy)",
+          "return {}, backend.namespace(x, dy).where(x > 0, dy, ((lower + upper) / 2.0) * dy)"),
         M("softplus' is tanh", 'softplus = _activation("softplus", F.softplus, F.sigmoid, "x")',
           'softplus = _activation("softplus", F.softplus, lambda x: 0.5 + 0.5 * F.tanh(x), "x")'),
     ),
@@ -242,6 +244,10 @@ MUTANTS: list[Mutant] = [
           "        if shortcut is None and input_grad:\n            dx = dx"),
         M("residual projection cotangent dropped", "dx = _add(dx, dxi) if input_grad else None", "dx = dxi if input_grad else None"),
         M("serial bwd skips the first layer's input grad", "input_grad=input_grad or i > 0)", "input_grad=i > 0)"),
+        M("fan_in_mul bwd forgets the inputs after", "            if a is not None:\n                d = d * a",
+          "            if False:\n                d = d * a"),
+        M("fan_in_mul bwd prefix skips one input", "before[i] = xs[i - 1] if before[i - 1] is None else before[i - 1] * xs[i - 1]",
+          "before[i] = xs[i - 1]"),
         M("parallel bwd swaps cotangents", "for n, layer, dyi in zip(names, layers, _multi_input(name, dy, len(layers))):",
           "for n, layer, dyi in zip(names, layers, _multi_input(name, dy, len(layers))[::-1]):"),
     ),
@@ -309,6 +315,12 @@ MUTANTS: list[Mutant] = [
         M("weight decay subtracts", "xp.asarray(g + weight_decay * xp.asarray(p).astype(g.dtype))", "xp.asarray(g - weight_decay * xp.asarray(p).astype(g.dtype))"),
         M("weight decay ignores the mask", "selected = [True] * len(backend.tree_leaves(params)) if mask is None else resolve_mask(where, mask, params)",
           "selected = [True] * len(backend.tree_leaves(params))"),
+    ),
+    *block("fnn/optim/l1.py", OPTIM + ("tests/test_optim_l1.py",),
+        M("add_l1 pushes away from 0", "xp.asarray(g + strength * xp.sign(xp.asarray(p)).astype(g.dtype))",
+          "xp.asarray(g - strength * xp.sign(xp.asarray(p)).astype(g.dtype))"),
+        M("add_l1 adds the param, not its sign", "xp.asarray(g + strength * xp.sign(xp.asarray(p)).astype(g.dtype))",
+          "xp.asarray(g + strength * xp.asarray(p).astype(g.dtype))"),
     ),
     *block("fnn/optim/clipping.py", OPTIM,
         M("global_norm squares 16-bit floats in 16 bits", "wide = leaf.astype(np.promote_types(leaf.dtype, np.float32))", "wide = leaf"),
