@@ -398,3 +398,14 @@ def test_scatter_add_rows_adds_repeated_ids_in_every_form(implementation, backen
         want[i] += v
     got = scatter_add_rows(*_as(backend_name, (ids, values)), 5, implementation=implementation)
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("implementation", ["im2col", "xla"])
+@pytest.mark.parametrize("groups, dilation", [(2, (1, 1)), (3, (2, 1))])
+def test_grouped_convolution_in_every_implementation_on_jax(implementation, groups, dilation):
+    """Grouped (and dilated) convolutions on JAX arrays in each form the layer can be asked for:
+    the matrix forms regroup their columns, which a single group never exercises."""
+    layer = L.conv2d(2 * groups, (3, 2), stride=(2, 1), padding=((1, 0), (0, 1)), dilation=dilation, groups=groups,
+                     implementation=implementation)
+    x = np.random.default_rng(14).standard_normal((2, 7, 6, 2 * groups))
+    assert _manual_vs_autodiff(layer, x, "jax") < 1e-12

@@ -47,7 +47,8 @@ ACTIVATIONS = props("sigmoid", "tanh", "relu", "gelu", "softplus", "silu", "gelu
                     "rrelu", "softmax", "log_softmax", "step")
 LAYERS = (*props("dense", "flatten", "reshape", "dropout"), *ACTIVATIONS, "tests/test_layers.py")
 CONV = (*props("conv", "conv1d", "conv2d", "conv3d", "conv_transpose"),
-        *proofs("test_cpu_convolution_forms_accumulate_16_bit_inputs_in_float32"), "tests/test_conv.py")
+        *proofs("test_cpu_convolution_forms_accumulate_16_bit_inputs_in_float32",
+                "test_grouped_convolution_in_every_implementation_on_jax"), "tests/test_conv.py")
 POOL = (*props("max_pool", "avg_pool", "global_avg_pool"),
         *proofs("test_max_pool_backward_values_by_hand", "test_pooling_backward_on_rectangular_windows",
                 "test_max_pool_ties_go_to_the_first_maximum", "test_sum_pool_backward_forms_with_unequal_paddings"),
