@@ -409,3 +409,12 @@ def test_grouped_convolution_in_every_implementation_on_jax(implementation, grou
                      implementation=implementation)
     x = np.random.default_rng(14).standard_normal((2, 7, 6, 2 * groups))
     assert _manual_vs_autodiff(layer, x, "jax") < 1e-12
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_rrelu_in_train_mode_uses_its_drawn_slopes_backward(backend_name):
+    layer = L.rrelu(0.1, 0.4)
+    x = np.random.default_rng(15).standard_normal((3, 5))
+    key = fnn.key(2, backend=backend_name)
+    report = gradcheck.check_layer(layer, {}, {}, _as(backend_name, x), key=key, train=True, methods=("autodiff",))
+    assert report.max_error("manual", "autodiff") < 1e-12

@@ -45,7 +45,8 @@ def proofs(*tests: str) -> tuple[str, ...]:
 
 ACTIVATIONS = props("sigmoid", "tanh", "relu", "gelu", "softplus", "silu", "gelu_exact", "elu", "leaky_relu", "prelu",
                     "rrelu", "softmax", "log_softmax", "step")
-LAYERS = (*props("dense", "flatten", "reshape", "dropout"), *ACTIVATIONS, "tests/test_layers.py")
+LAYERS = (*props("dense", "flatten", "reshape", "dropout"), *ACTIVATIONS,
+          *proofs("test_rrelu_in_train_mode_uses_its_drawn_slopes_backward"), "tests/test_layers.py")
 CONV = (*props("conv", "conv1d", "conv2d", "conv3d", "conv_transpose"),
         *proofs("test_cpu_convolution_forms_accumulate_16_bit_inputs_in_float32",
                 "test_grouped_convolution_in_every_implementation_on_jax"), "tests/test_conv.py")
