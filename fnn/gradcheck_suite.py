@@ -4,14 +4,16 @@
 Each :class:`Case` builds a small layer, draws float64 inputs and runs
 :func:`fnn.gradcheck.check_layer`: the hand-written ``bwd`` against
 ``jax.grad`` (when JAX is installed) and against central finite differences,
-for params and input. Adding a case is one line in :data:`CASES`::
+for params and input, once on NumPy arrays and once on JAX arrays (so that
+the JAX backend's own rules -- XLA and CPU convolution forms, JAX col2im, the
+tiled max-pool -- are proven too). Adding a case is one line in :data:`CASES`::
 
     Case("conv2d stride 2", lambda: L.conv2d(3, 3, stride=2, padding="same"), (2, 6, 6, 2)),
 
 >>> from fnn import gradcheck_suite
->>> result = gradcheck_suite.run_case(gradcheck_suite.find("tanh"), methods=("numeric",))
->>> result.passed, result.name
-(True, 'tanh')
+>>> result = gradcheck_suite.run_case(gradcheck_suite.find("tanh"), methods=("numeric",), backends=("numpy",))
+>>> result.passed, result.name, result.backends
+(True, 'tanh', ('numpy',))
 """
 
 from __future__ import annotations
@@ -28,9 +30,12 @@ from fnn.core import Layer, no_params
 from fnn.models import basic_block
 from fnn.models_transformer import last_position
 
-__all__ = ["Case", "Result", "CASES", "find", "run_case", "run", "format_table", "loss_as_layer"]
+__all__ = ["BACKENDS", "Case", "Result", "CASES", "find", "run_case", "run", "format_table", "loss_as_layer"]
 
 Array = Any
+
+#: The array backends every case runs on by default.
+BACKENDS: tuple[str, ...] = ("numpy", "jax") if backend.HAS_JAX else ("numpy",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,8 +66,9 @@ class Case:
 
 @dataclasses.dataclass(frozen=True)
 class Result:
-    """The outcome of one case: the worst per-leaf relative errors (NaN when
-    that comparison did not run) and whether both are within ``tol``."""
+    """The outcome of one case: the worst per-leaf relative errors over the
+    backends it ran on (NaN when that comparison did not run), whether both
+    are within ``tol``, and which backends failed."""
 
     name: str
     autodiff: float
@@ -70,6 +76,8 @@ class Result:
     passed: bool
     seconds: float
     error: str | None = None
+    backends: tuple[str, ...] = ("numpy",)
+    failed_on: tuple[str, ...] = ()
 
 
 def _away_from_kinks(rng: np.random.Generator, shape: tuple) -> np.ndarray:
@@ -100,6 +108,7 @@ def loss_as_layer(loss: losses.Loss, target: Array) -> Layer:
 
 _LABELS = np.array([0, 2, 1, 3])
 _SOFT = np.full((4, 4), 0.25)
+_SOFT_UNNORMALISED = np.array([[0.1, 0.0, 0.2, 0.0], [0.5, 0.5, 0.5, 0.4], [0.0, 0.9, 0.0, 0.0], [0.3, 0.3, 0.6, 0.7]])
 _BINARY = np.array([[0.0], [1.0], [1.0], [0.0]])
 
 
@@ -148,35 +157,35 @@ CASES: list[Case] = [
     *[Case(name, lambda name=name: getattr(L, name), (4, 5)) for name in
       ("identity", "step", "sigmoid", "tanh", "relu", "gelu", "softplus", "softmax", "log_softmax")],
     Case("leaky_relu", lambda: L.leaky_relu(0.1), (4, 5)),
-    Case("elu", lambda: L.elu(1.0), (4, 5)),
+    Case("elu", lambda: L.elu(0.7), (4, 5)),
     Case("prelu", lambda: L.prelu(0.25), (4, 5)),
     Case("rrelu (train)", lambda: L.rrelu(0.1, 0.3), (4, 5), train=True),
     Case("rrelu (eval)", lambda: L.rrelu(0.1, 0.3), (4, 5)),
     Case("flatten", lambda: L.flatten, (2, 3, 4)),
     Case("reshape", lambda: L.reshape((4, 3)), (2, 3, 4)),
     # convolution and pooling
-    Case("conv2d valid", lambda: L.conv2d(3, 3), (2, 5, 5, 2)),
-    Case("conv2d same stride 2", lambda: L.conv2d(3, 3, stride=2, padding="same"), (2, 6, 6, 2)),
+    Case("conv2d valid", lambda: L.conv2d(3, 3), (2, 5, 6, 4)),
+    Case("conv2d same stride 2", lambda: L.conv2d(3, (3, 2), stride=2, padding="same"), (2, 6, 7, 4)),
     Case("conv1d stride 2 same", lambda: L.conv1d(3, 3, stride=2, padding="same"), (2, 7, 2)),
     Case("conv3d", lambda: L.conv3d(2, (2, 3, 2), padding=((1, 0), (0, 1), (1, 1))), (2, 3, 4, 5, 2)),
     Case("conv2d dilation 2", lambda: L.conv2d(3, (3, 2), dilation=(2, 1), padding="same"), (2, 6, 5, 2)),
     Case("conv2d groups 2", lambda: L.conv2d(4, 3, groups=2, stride=(1, 2)), (2, 5, 6, 4)),
-    Case("conv2d depthwise", lambda: L.conv2d(6, 3, groups=3, padding=1), (2, 4, 5, 3)),
+    Case("conv2d depthwise", lambda: L.conv2d(6, 3, groups=3, padding=((1, 0), (0, 2))), (2, 4, 5, 3)),
     Case("conv (N-d, 1-D kernel tuple)", lambda: L.conv(3, (2,), dilation=2), (2, 6, 3)),
     Case("conv_transpose stride 2", lambda: L.conv_transpose(3, (3, 2), stride=2, padding=1), (2, 3, 4, 2)),
     Case("conv_transpose 1-D", lambda: L.conv_transpose(2, 4, stride=3, padding=((1, 2),)), (2, 4, 3)),
-    Case("max_pool 2", lambda: L.max_pool(2), (2, 4, 4, 3)),
+    Case("max_pool 2", lambda: L.max_pool((2, 3)), (2, 4, 6, 3)),
     Case("max_pool 1-D 3 stride 2", lambda: L.max_pool(3, stride=2, padding="same"), (2, 7, 3)),
     Case("max_pool 3-D (2, 2, 3)", lambda: L.max_pool((2, 2, 3)), (2, 4, 5, 6, 2)),
     Case("avg_pool 1-D 2", lambda: L.avg_pool((2,), stride=1), (2, 5, 3)),
     Case("avg_pool 3-D same", lambda: L.avg_pool((2, 3, 2), stride=(1, 2, 2), padding="same"), (2, 3, 5, 4, 2)),
-    Case("max_pool 3 stride 2 (overlap)", lambda: L.max_pool(3, stride=2), (2, 5, 5, 2)),
-    Case("avg_pool 2 same", lambda: L.avg_pool(2, padding="same"), (2, 5, 5, 2)),
-    Case("global_avg_pool", lambda: L.global_avg_pool, (2, 3, 3, 4)),
+    Case("max_pool 3 stride 2 (overlap)", lambda: L.max_pool((3, 2), stride=(2, 1)), (2, 5, 7, 3)),
+    Case("avg_pool 2 same", lambda: L.avg_pool((2, 3), padding="same"), (2, 5, 7, 3)),
+    Case("global_avg_pool", lambda: L.global_avg_pool, (2, 3, 5, 4)),
     # normalisation and dropout
     Case("batch_norm (train)", lambda: L.batch_norm(), (6, 3), train=True),
     Case("batch_norm (eval)", lambda: L.batch_norm(), (6, 3)),
-    Case("batch_norm NHWC (train)", lambda: L.batch_norm(), (2, 3, 3, 2), train=True),
+    Case("batch_norm NHWC (train)", lambda: L.batch_norm(), (2, 3, 4, 5), train=True),
     Case("layer_norm", lambda: L.layer_norm(), (4, 5)),
     Case("dropout (train)", lambda: L.dropout(0.5), (4, 5), train=True),
     # recurrent
@@ -208,6 +217,8 @@ CASES: list[Case] = [
     Case("huber", lambda: loss_as_layer(losses.huber.replace(delta=0.5), _SOFT), (4, 4)),
     Case("softmax_cross_entropy (labels)", lambda: loss_as_layer(losses.softmax_cross_entropy, _LABELS), (4, 4)),
     Case("softmax_cross_entropy (soft)", lambda: loss_as_layer(losses.softmax_cross_entropy, _SOFT), (4, 4)),
+    Case("softmax_cross_entropy (soft, rows not summing to 1)",
+         lambda: loss_as_layer(losses.softmax_cross_entropy, _SOFT_UNNORMALISED), (4, 4)),
     Case("sigmoid_binary_cross_entropy", lambda: loss_as_layer(losses.sigmoid_binary_cross_entropy, _BINARY), (4, 1)),
     Case("cross_entropy", lambda: loss_as_layer(losses.cross_entropy, _LABELS), (4, 4), inputs=_probabilities),
     Case("binary_cross_entropy", lambda: loss_as_layer(losses.binary_cross_entropy, _BINARY), (4, 1),
@@ -235,31 +246,57 @@ def find(name: str) -> Case:
     raise KeyError(f"no gradient-check case {name!r}; cases: {[c.name for c in CASES]}")
 
 
-def run_case(case: Case, *, methods: Sequence[str] | None = None, seed: int = 0) -> Result:
-    """Run one case in float64 on NumPy arrays. ``methods`` default to
-    ``("autodiff", "numeric")`` with JAX (which needs ``jax_enable_x64``),
-    ``("numeric",)`` without."""
+def _check_on(case: Case, array_backend: str, methods: Sequence[str], seed: int) -> dict[str, float]:
+    """The worst errors of one case on one array backend (``"numpy"`` or ``"jax"``)."""
+    layer = case.build()
+    rng = np.random.default_rng(seed)
+    key = np.random.default_rng(seed + 1)
+    params, state = layer.init(key, case.input_shape, dtype=np.float64)
+    x = _draw(rng, case.input_shape, case.inputs)
+    if array_backend == "jax":
+        params, state, x = backend.tree_map(backend.jnp.asarray, (params, state, x))
+        key = backend.key(seed + 1, backend="jax")
+    report = gradcheck.check_layer(layer, params, state, x, key=key if case.train else None, train=case.train,
+                                   max_entries=case.max_entries, methods=tuple(methods), seed=seed)
+    return {m: report.max_error("manual", m) if m in methods else np.nan for m in ("autodiff", "numeric")}
+
+
+def run_case(
+    case: Case, *, methods: Sequence[str] | None = None, seed: int = 0, backends: Sequence[str] | None = None
+) -> Result:
+    """Run one case in float64 on each array backend of ``backends`` (default
+    :data:`BACKENDS`: NumPy arrays, and JAX arrays when JAX is installed).
+    ``methods`` default to ``("autodiff", "numeric")`` with JAX (which needs
+    ``jax_enable_x64``), ``("numeric",)`` without. The errors are the worst
+    over the backends."""
     if methods is None:
         methods = ("autodiff", "numeric") if backend.HAS_JAX else ("numeric",)
+    backends = tuple(BACKENDS if backends is None else backends)
     start = time.perf_counter()
-    try:
-        layer = case.build()
-        rng = np.random.default_rng(seed)
-        key = np.random.default_rng(seed + 1)
-        params, state = layer.init(key, case.input_shape, dtype=np.float64)
-        x = _draw(rng, case.input_shape, case.inputs)
-        report = gradcheck.check_layer(layer, params, state, x, key=key if case.train else None, train=case.train,
-                                       max_entries=case.max_entries, methods=tuple(methods), seed=seed)
-    except Exception as err:  # noqa: BLE001 - reported as a failed row, the other cases still run
-        return Result(case.name, np.nan, np.nan, False, time.perf_counter() - start, f"{type(err).__name__}: {err}")
-    errors = {m: report.max_error("manual", m) if m in methods else np.nan for m in ("autodiff", "numeric")}
-    passed = all(errors[m] <= case.tol for m in methods)
-    return Result(case.name, errors["autodiff"], errors["numeric"], passed, time.perf_counter() - start)
+    worst = {"autodiff": np.nan, "numeric": np.nan}
+    failed_on = []
+    for array_backend in backends:
+        try:
+            errors = _check_on(case, array_backend, methods, seed)
+        except Exception as err:  # noqa: BLE001 - reported as a failed row, the other cases still run
+            return Result(case.name, np.nan, np.nan, False, time.perf_counter() - start,
+                          f"{type(err).__name__} on {array_backend}: {err}", backends, (*failed_on, array_backend))
+        if not all(errors[m] <= case.tol for m in methods):
+            failed_on.append(array_backend)
+        worst = {m: np.fmax(worst[m], errors[m]) for m in worst}
+    return Result(case.name, worst["autodiff"], worst["numeric"], not failed_on, time.perf_counter() - start,
+                  backends=backends, failed_on=tuple(failed_on))
 
 
-def run(cases: Sequence[Case] = CASES, *, methods: Sequence[str] | None = None, seed: int = 0) -> list[Result]:
-    """Run every case (each failure is a row, never an exception)."""
-    return [run_case(case, methods=methods, seed=seed) for case in cases]
+def run(
+    cases: Sequence[Case] = CASES,
+    *,
+    methods: Sequence[str] | None = None,
+    seed: int = 0,
+    backends: Sequence[str] | None = None,
+) -> list[Result]:
+    """Run every case on every backend (each failure is a row, never an exception)."""
+    return [run_case(case, methods=methods, seed=seed, backends=backends) for case in cases]
 
 
 def format_table(results: Sequence[Result]) -> str:
@@ -269,7 +306,7 @@ def format_table(results: Sequence[Result]) -> str:
     lines = [f"{'layer':{width}s}  {'manual vs autodiff':>18s}  {'manual vs finite diff':>21s}  result"]
     lines.append("-" * len(lines[0]))
     for r in results:
-        verdict = "pass" if r.passed else ("ERROR " + (r.error or "") if r.error else "FAIL")
+        verdict = "pass" if r.passed else ("ERROR " + (r.error or "") if r.error else "FAIL on " + ", ".join(r.failed_on))
         lines.append(f"{r.name:{width}s}  {fmt(r.autodiff):>18s}  {fmt(r.numeric):>21s}  {verdict}")
     failed = sum(not r.passed for r in results)
     lines.append(f"{len(results) - failed} of {len(results)} passed" + (f", {failed} failed" if failed else ""))

@@ -263,7 +263,9 @@ def _softmax_ce_fwd(logits, target):
 def _softmax_ce_bwd(res, dvalue):
     log_p, t = res
     xp = backend.namespace(log_p, t)
-    return dvalue * (xp.exp(log_p) - t) / _batch_count(log_p)
+    # d/dz of -sum(t log_softmax(z)) is softmax(z) sum(t) - t: soft targets need not sum to 1
+    mass = xp.sum(t, axis=-1, keepdims=True)
+    return dvalue * (xp.exp(log_p) * mass - t) / _batch_count(log_p)
 
 
 softmax_cross_entropy = Loss(
@@ -272,7 +274,8 @@ softmax_cross_entropy = Loss(
     _softmax_ce_bwd,
     doc="""Cross-entropy of softmax(logits), mean over the batch, computed with log-sum-exp
     (finite for any finite logits). Targets: integer labels of shape logits.shape[:-1],
-    or one-hot / soft probabilities of shape logits.shape. Backward: (softmax(logits) - t) / N.""",
+    or one-hot / soft probabilities of shape logits.shape. Backward: (softmax(logits) sum(t) - t) / N,
+    which is (softmax(logits) - t) / N when each row of t sums to 1.""",
 )
 
 

@@ -111,25 +111,53 @@ def test_resized_workloads_keep_the_model_and_change_one_size():
     assert sizes == {"W1": [32, 128, 512, 2048], "W4": [25, 50, 100, 200]}
 
 
+def fnn_gradients(workload, params, state, x, y):
+    """fnn's manual ``(loss, new state, grads)`` of the workload's loss (jitted for JAX arrays)."""
+    grad_fn = fnn.value_and_grad(workload.model, workload.loss, method="manual")
+    if not isinstance(x, np.ndarray):
+        import jax
+
+        grad_fn = jax.jit(grad_fn)
+    (loss, new_state), grads = grad_fn(params, state, x, y)
+    return float(loss), new_state, grads
+
+
+def assert_same_gradients(got, want):
+    """Leaf by leaf, the reference's gradients are fnn's (float32: relative 1e-4, and an
+    absolute floor of 1e-5 of the largest entry for entries that are round-off around 0,
+    such as the attention's key bias, whose exact gradient is zero). Gradients, not the
+    params after an Adam step, whose first move is about ``-lr * sign(g)`` whatever ``|g|``."""
+    got, want = dict(fnn.backend.tree_leaves_with_path(got)), dict(fnn.backend.tree_leaves_with_path(want))
+    assert set(got) == set(want)
+    scale = max(float(np.max(np.abs(np.asarray(v)))) for v in want.values())
+    for path, value in want.items():
+        np.testing.assert_allclose(np.asarray(got[path]), np.asarray(value), rtol=1e-4, atol=1e-5 * scale, err_msg=path)
+
+
+class RecordGradients:
+    """Stands in for the NumPy reference's optimizer: keeps the gradients it is given."""
+
+    def update(self, params, grads):
+        self.grads = copy.deepcopy(grads)
+
+
 @pytest.mark.parametrize("key", ["W1", "W2"])
-def test_numpy_reference_takes_the_same_adam_step_as_fnn(key):
+def test_numpy_reference_computes_fnns_gradients(key):
     workload = workloads(quick=True)[key]
     params, state = numpy_init(workload)
     x, y = workload.data()
-    step, opt = fnn_step(workload, "manual")
-    new_params, _, _, loss = step(params, state, opt.init(params), x, y)
+    loss, _, grads = fnn_gradients(workload, params, state, x, y)
     if key == "W1":
         net = numpy_reference.mlp(copy.deepcopy(params), 2)
     else:
         net = numpy_reference.lenet(copy.deepcopy(params))
-    assert np.isclose(net.train_step(x, y), float(loss), rtol=1e-5)
-    for name, leaves in net.params.items():
-        for leaf, value in leaves.items():
-            np.testing.assert_allclose(value, new_params[name][leaf], rtol=1e-4, atol=1e-6)
+    net.optimizer = RecordGradients()
+    assert np.isclose(net.train_step(x, y), loss, rtol=1e-5)
+    assert_same_gradients(net.optimizer.grads, grads)
 
 
 @pytest.mark.parametrize("key", ["W1", "W2", "W3", "W4", "W6"])
-def test_plain_jax_reference_takes_the_same_adam_step_as_fnn(key):
+def test_plain_jax_reference_computes_fnns_gradients(key):
     import jax
     import jax.numpy as jnp
 
@@ -138,43 +166,58 @@ def test_plain_jax_reference_takes_the_same_adam_step_as_fnn(key):
     workload = workloads(quick=True)[key]
     params, state = jax.tree.map(jnp.asarray, numpy_init(workload))
     x, y = (jnp.asarray(a) for a in workload.data())
-    step, opt = fnn_step(workload, "manual")
-    new_fnn, _, _, loss_fnn = jax.jit(step)(params, state, opt.init(params), x, y)
-    new_ref, _, loss_ref = jax.jit(references.train_step(workload))(params, references.adam_init(params), x, y)
-    assert np.isclose(float(loss_ref), float(loss_fnn), rtol=1e-5)
-    assert_same_adam_step(new_ref, new_fnn, params)
+    loss_fnn, _, grads_fnn = fnn_gradients(workload, params, state, x, y)
+    loss_ref, grads_ref = jax.jit(jax.value_and_grad(references.loss_function(workload)))(params, x, y)
+    assert np.isclose(float(loss_ref), loss_fnn, rtol=1e-5)
+    assert_same_gradients(grads_ref, grads_fnn)
 
 
-def assert_same_adam_step(got, want, before):
-    """Leaf by leaf, ``got`` is ``want``; except the attention's key bias, whose exact
-    gradient is zero (it shifts each query's scores by one constant, which softmax
-    ignores): Adam's first step turns its rounding noise (about 1e-9) into moves of up
-    to the learning rate in any direction, so there only the size of the move is checked."""
-    got, want = dict(fnn.backend.tree_leaves_with_path(got)), dict(fnn.backend.tree_leaves_with_path(want))
-    assert set(got) == set(want)
-    for path, value in want.items():
-        if path == "attention/key/b":
-            moved = np.asarray(got[path]) - np.asarray(dict(fnn.backend.tree_leaves_with_path(before))[path])
-            assert np.all(np.abs(moved) <= 1.001e-3), path
-            continue
-        np.testing.assert_allclose(np.asarray(got[path]), np.asarray(value), rtol=1e-4, atol=1e-6, err_msg=path)
+def torch_sgd_moves(workload, params, state, x, y, steps: int, lr: float):
+    """PyTorch's loss and parameter moves over ``steps`` SGD steps from fnn's params, in fnn's layout."""
+    import torch
 
-
-def test_pytorch_transformer_block_takes_the_same_adam_step_as_fnn():
-    pytest.importorskip("torch")
     from benchmarks import torch_reference
 
+    step = torch_reference.TorchStep(workload, params, state, x, y)
+    step.optimizer = torch.optim.SGD(step.optimizer.param_groups[0]["params"], lr=lr)
+    first = float(step().item())
+    for _ in range(steps - 1):
+        step()
+    return first, _moves(params, step.export()[0])
+
+
+def _moves(before, after) -> dict:
+    """``{path: after - before}`` for every array of ``after`` (layers without params have none)."""
+    start = dict(fnn.backend.tree_leaves_with_path(before))
+    return {path: np.asarray(a, np.float64) - start[path] for path, a in fnn.backend.tree_leaves_with_path(after)}
+
+
+def fnn_sgd_moves(workload, params, state, x, y, steps: int, lr: float):
+    """fnn's loss and parameter moves over ``steps`` SGD steps (manual gradients, NumPy)."""
+    opt = fnn.optim.sgd(lr)
+    opt_state, now, first = opt.init(params), params, None
+    for _ in range(steps):
+        loss, state, grads = fnn_gradients(workload, now, state, x, y)
+        first = loss if first is None else first
+        updates, opt_state = opt.update(grads, opt_state, now)
+        now = fnn.optim.apply_updates(now, updates)
+    return first, _moves(params, now)
+
+
+def test_pytorch_transformer_block_takes_fnns_sgd_steps():
+    """Three SGD steps (whose moves are the gradients times the learning rate, unlike
+    Adam's first step) from the same params: the same moves."""
+    pytest.importorskip("torch")
     workload = workloads(quick=True)["W6"]
     params, state = numpy_init(workload)
     x, y = workload.data()
-    step, opt = fnn_step(workload, "manual")
-    new_fnn, _, _, loss_fnn = step(params, state, opt.init(params), x, y)
-    torch_step, first_loss = torch_reference.train_step(workload, params, state, x, y)
-    assert np.isclose(first_loss, float(loss_fnn), rtol=1e-5)
-    assert_same_adam_step(torch_step.export()[0], new_fnn, params)
+    loss_fnn, want = fnn_sgd_moves(workload, params, state, x, y, steps=3, lr=0.1)
+    loss_torch, got = torch_sgd_moves(workload, params, state, x, y, steps=3, lr=0.1)
+    assert np.isclose(loss_torch, loss_fnn, rtol=1e-5)
+    assert_same_gradients(got, want)
 
 
-def test_plain_jax_resnet_takes_the_same_adam_step_as_fnn():
+def test_plain_jax_resnet_computes_fnns_gradients_and_state():
     import jax
     import jax.numpy as jnp
 
@@ -183,12 +226,16 @@ def test_plain_jax_resnet_takes_the_same_adam_step_as_fnn():
     workload = workloads(quick=True)["W5"]
     params, state = jax.tree.map(jnp.asarray, numpy_init(workload))
     x, y = (jnp.asarray(a) for a in workload.data())
-    step, opt = fnn_step(workload, "manual")
-    new_fnn, state_fnn, _, loss_fnn = jax.jit(step)(params, state, opt.init(params), x, y)
-    ref = jax.jit(resnet_reference.train_step())
-    new_ref, state_ref, _, loss_ref = ref(params, state, references.adam_init(params), x, y)
-    assert np.isclose(float(loss_ref), float(loss_fnn), rtol=1e-5)
-    for a, b in zip(fnn.backend.tree_leaves((new_ref, state_ref)), fnn.backend.tree_leaves((new_fnn, state_fnn))):
+    loss_fnn, state_fnn, grads_fnn = fnn_gradients(workload, params, state, x, y)
+
+    def loss(p):
+        logits, new_state = resnet_reference.resnet_forward(p, state, x)
+        return references.softmax_cross_entropy(logits, y), new_state
+
+    (loss_ref, state_ref), grads_ref = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+    assert np.isclose(float(loss_ref), loss_fnn, rtol=1e-5)
+    assert_same_gradients(grads_ref, grads_fnn)
+    for a, b in zip(fnn.backend.tree_leaves(state_ref), fnn.backend.tree_leaves(state_fnn)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
 
 

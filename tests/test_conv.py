@@ -140,14 +140,23 @@ def test_init_shapes_and_fans(rng):
     assert all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(jax_params))
 
 
-def test_float32_stays_float32(backend_name, rng):
-    layer = jitted(L.conv2d(3, 3, stride=2, padding="same"))
-    params, state = layer.init(rng, (2, 5, 5, 2))
-    params = on_backend(params, backend_name)
-    x = on_backend(np.ones((2, 5, 5, 2), np.float32), backend_name)
-    y, _, res = layer.fwd(params, state, x)
-    grads, dx = layer.bwd(params, res, y)
+def test_float32_stays_float32_and_matches_float64_autodiff(backend_name, rng):
+    """float32 in, float32 out, with the values of jax.grad in float64 (batch 3, a 5 x 6 image, 2 channels, 4 features)."""
+    plain = L.conv2d(4, (3, 2), stride=(2, 1), padding="same")
+    layer = jitted(plain)
+    params, state = layer.init(rng, (3, 5, 6, 2))
+    x = rng.standard_normal((3, 5, 6, 2)).astype(np.float32)
+    y, _, res = layer.fwd(on_backend(params, backend_name), state, on_backend(x, backend_name))
+    dy = rng.standard_normal(np.shape(y)).astype(np.float32)
+    grads, dx = layer.bwd(on_backend(params, backend_name), res, on_backend(dy, backend_name))
     assert y.dtype == dx.dtype == grads["w"].dtype == grads["b"].dtype == np.float32
+    as64 = lambda t: jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), t)  # noqa: E731
+    want_y, vjp = jax.vjp(lambda p, a: plain.apply(p, state, a)[0], as64(params), as64(x))
+    want_grads, want_dx = vjp(as64(dy))
+    np.testing.assert_allclose(np.asarray(y), np.asarray(want_y), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(dx), np.asarray(want_dx), rtol=1e-5, atol=1e-5)
+    for k in ("w", "b"):
+        np.testing.assert_allclose(np.asarray(grads[k]), np.asarray(want_grads[k]), rtol=1e-5, atol=1e-4, err_msg=k)
 
 
 def test_jitted_manual_step_equals_autodiff_and_manual_vjp():

@@ -78,10 +78,18 @@ def test_numpy_backend_stays_numpy(case):
     x = _input(shape, kinks).astype(np.float32)
     y, _, res = layer.fwd(params, state, x)
     assert type(y) is np.ndarray and y.dtype == np.float32
-    grads, dx = layer.bwd(params, res, np.ones_like(y))
+    dy = np.random.default_rng(2).standard_normal(y.shape)
+    grads, dx = layer.bwd(params, res, dy.astype(np.float32))
     assert type(dx) is np.ndarray and dx.dtype == np.float32
     for leaf in fnn.backend.tree_leaves(grads):
         assert isinstance(leaf, np.ndarray) and leaf.dtype == np.float32
+    # the values: float32 rounding of the float64 rule (proven against jax.grad above)
+    p64 = fnn.backend.tree_cast(params, np.float64)
+    _, _, res64 = layer.fwd(p64, state, x.astype(np.float64))
+    grads64, dx64 = layer.bwd(p64, res64, dy)
+    np.testing.assert_allclose(dx, dx64, rtol=1e-4, atol=1e-5)
+    for got, want in zip(fnn.backend.tree_leaves(grads), fnn.backend.tree_leaves(grads64)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)

@@ -200,13 +200,21 @@ def test_ties_send_gradient_to_the_first_maximum(window, stride, padding, hw):
         np.testing.assert_array_equal(autodiff[0, :, :, 0], counts)
 
 
-def test_float32_stays_float32(backend_name):
-    x = on_backend(np.ones((2, 5, 5, 3), np.float32), backend_name)
-    for layer in (L.max_pool(2, padding="same"), L.avg_pool(3, stride=2, padding="same"), L.max_pool(3, stride=1), L.global_avg_pool):
-        layer = jitted(layer)
-        y, _, res = layer.fwd({}, {}, x)
-        _, dx = layer.bwd({}, res, y)
+def test_float32_stays_float32_and_matches_float64_autodiff(backend_name):
+    """float32 in, float32 out, with the values of jax.grad in float64 (batch 2, 7 x 6 images, 3 channels)."""
+    rng = np.random.default_rng(11)
+    x64 = rng.standard_normal((2, 7, 6, 3))
+    for plain in (L.max_pool((2, 3), padding="same"), L.avg_pool((3, 2), stride=(2, 1), padding="same"),
+                  L.max_pool(3, stride=1), L.global_avg_pool):
+        layer = jitted(plain)
+        y, _, res = layer.fwd({}, {}, on_backend(x64.astype(np.float32), backend_name))
+        dy = rng.standard_normal(np.shape(y))
+        _, dx = layer.bwd({}, res, on_backend(dy.astype(np.float32), backend_name))
         assert y.dtype == dx.dtype == np.float32, layer.name
+        want_y, vjp = jax.vjp(lambda a: plain.apply({}, {}, a)[0], jnp.asarray(x64))
+        np.testing.assert_allclose(np.asarray(y), np.asarray(want_y), rtol=1e-6, atol=1e-6, err_msg=layer.name)
+        np.testing.assert_allclose(np.asarray(dx), np.asarray(vjp(jnp.asarray(dy))[0]), rtol=1e-5, atol=1e-6,
+                                   err_msg=layer.name)
 
 
 def test_global_avg_pool(backend_name):

@@ -1,7 +1,8 @@
 """The PyTorch eager contender (``benchmarks/torch_reference.py``) computes what
 fnn computes: from fnn's initial parameters it reaches fnn's first loss, and
-after one Adam step its parameters (and W5's running statistics), converted
-back to fnn's layout, are fnn's. Skipped when PyTorch is not installed."""
+three SGD steps move its parameters (converted back to fnn's layout) as fnn's
+manual gradients do, and W5's running statistics are fnn's. Skipped when
+PyTorch is not installed."""
 
 import numpy as np
 import pytest
@@ -30,21 +31,49 @@ def leaves(tree):
     return dict(fnn.backend.tree_leaves_with_path(tree))
 
 
+def sgd_moves(params, after):
+    """``after - params`` leaf by leaf, in float64."""
+    return {path: np.asarray(value, np.float64) - before for path, value, before in
+            ((p, v, leaves(params)[p]) for p, v in leaves(after).items())}
+
+
 @pytest.mark.parametrize("key", KEYS)
-def test_first_loss_and_first_adam_step_match_fnn(key):
+def test_first_loss_and_three_sgd_steps_match_fnn(key):
+    """From fnn's initial params, PyTorch's first loss is fnn's, and three SGD steps
+    move every parameter as fnn's do (SGD's moves are the gradients times the
+    learning rate; Adam's first move is about ``-lr * sign(g)`` and would hide a
+    wrong gradient's size)."""
     workload = workloads(quick=True)[key]
     params, state = numpy_init(workload)
     before = leaves(params)
     x, y = workload.data()
-    new_params, _, loss = fnn_first_step(workload)
-    step, first_loss = torch_reference.train_step(workload, params, state, x, y)
-    assert np.isclose(first_loss, loss, rtol=1e-5)
-    got, want = leaves(step.export()[0]), leaves(new_params)
+    lr, steps = 0.1, 3
+    grad_fn = fnn.value_and_grad(workload.model, workload.loss, method="manual")
+    opt = fnn.optim.sgd(lr)
+    now, fnn_state, opt_state, losses = params, state, opt.init(params), []
+    for _ in range(steps):
+        (loss, fnn_state), grads = grad_fn(now, fnn_state, x, y)
+        updates, opt_state = opt.update(grads, opt_state, now)
+        now, losses = fnn.optim.apply_updates(now, updates), losses + [float(loss)]
+    step = torch_reference.TorchStep(workload, params, state, x, y)
+    step.optimizer = torch.optim.SGD(step.optimizer.param_groups[0]["params"], lr=lr)
+    torch_losses = [float(step().item()) for _ in range(steps)]
+    np.testing.assert_allclose(torch_losses, losses, rtol=1e-5)
+    got, want = sgd_moves(params, step.export()[0]), sgd_moves(params, now)
     assert set(got) == set(want)
+    scale = max(float(np.max(np.abs(v))) for v in want.values())
     for path, value in want.items():
-        np.testing.assert_allclose(got[path], value, rtol=1e-4, atol=1e-6, err_msg=path)
+        np.testing.assert_allclose(got[path], value, rtol=2e-4, atol=1e-5 * scale, err_msg=path)
     for path, value in leaves(params).items():  # the caller's arrays were copied, never updated
         np.testing.assert_array_equal(value, before[path])
+
+
+def test_the_torch_step_helper_takes_a_finite_adam_step():
+    workload = workloads(quick=True)["W1"]
+    params, state = numpy_init(workload)
+    x, y = workload.data()
+    step, first_loss = torch_reference.train_step(workload, params, state, x, y)
+    assert np.isclose(first_loss, fnn_first_step(workload)[2], rtol=1e-5)
     assert np.isfinite(float(step()))  # later steps keep going
 
 

@@ -130,7 +130,8 @@ def _compute_dtype(dtype: Any) -> Any:
     """float32 for 16-bit floats (the sums of a matrix form lose too much in them;
     XLA's CPU convolution also sums them in float32 and rounds once), else ``dtype``."""
     dtype = np.dtype(dtype)
-    return np.dtype(np.float32) if dtype.kind == "f" and dtype.itemsize < 4 else dtype
+    is_float = dtype.kind == "f" or dtype.name == "bfloat16"  # bfloat16's kind is "V" (an ml_dtypes type)
+    return np.dtype(np.float32) if is_float and dtype.itemsize < 4 else dtype
 
 
 def _ones(rank: int, v: Ints | None) -> tuple[int, ...]:
