@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from fnn import backend
+from fnn.plotting import pyplot, save
 
 __all__ = [
     "top_k_accuracy",
@@ -217,18 +218,8 @@ def plot_confusion_matrix(
 
     Needs matplotlib (``pip install 'fnn[plot]'``); uses the Agg backend.
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as err:  # pragma: no cover - matplotlib is a test dependency
-        raise ImportError("plot_confusion_matrix needs matplotlib: pip install 'fnn[plot]'") from err
-    fig = _figure(plt, np.asarray(confusion), class_names, normalize, title)
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    plt = pyplot("plot_confusion_matrix")
+    return save(_figure(plt, np.asarray(confusion), class_names, normalize, title), path)
 
 
 def _figure(plt: Any, counts: np.ndarray, class_names: list[str] | None, normalize: bool, title: str | None) -> Any:

@@ -14,6 +14,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from fnn.plotting import pyplot, save
+
 __all__ = ["History", "plot_history", "plot_grad_stats"]
 
 
@@ -69,25 +71,13 @@ class History:
         return cls([dict(r) for r in data.get("records", [])], list(data.get("grad_stats", [])), data.get("stopped"))
 
 
-def _pyplot(where: str) -> Any:
-    """matplotlib.pyplot on the Agg backend (no display needed), or an ImportError naming the extra."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as err:  # pragma: no cover - matplotlib is a test dependency
-        raise ImportError(f"{where} needs matplotlib: pip install 'fnn[plot]'") from err
-    return plt
-
-
 def plot_history(history: History, path: str | Path, *, title: str | None = None) -> Path:
     """Save the loss and accuracy curves (train and validation) as a PNG.
 
     Needs matplotlib (``pip install 'fnn[plot]'``); uses the Agg backend, so
     it runs without a display.
     """
-    plt = _pyplot("plot_history")
+    plt = pyplot("plot_history")
     columns = history.records[-1].keys() if history.records else ()
     metrics = sorted({c.split("_", 1)[1] for c in columns if c.startswith(("train_", "val_"))} - {"loss"})
     panels = ["loss"] + metrics
@@ -107,10 +97,7 @@ def plot_history(history: History, path: str | Path, *, title: str | None = None
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def plot_grad_stats(history: History, path: str | Path, *, stat: str = "grad_norm", title: str | None = None) -> Path:
@@ -125,7 +112,7 @@ def plot_grad_stats(history: History, path: str | Path, *, stat: str = "grad_nor
     if stat not in history.grad_stats[0][leaves[0]]:
         raise ValueError(f"plot_grad_stats: unknown statistic {stat!r}; "
                          f"expected one of {sorted(history.grad_stats[0][leaves[0]])}")
-    plt = _pyplot("plot_grad_stats")
+    plt = pyplot("plot_grad_stats")
     epochs = history["epoch"][-len(history.grad_stats):] if history.records else []
     fig, ax = plt.subplots(figsize=(7, 4.2))
     positive = True
@@ -142,7 +129,4 @@ def plot_grad_stats(history: History, path: str | Path, *, stat: str = "grad_nor
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(fig, path)
