@@ -2,10 +2,12 @@
 
     python -m benchmarks [--quick] [--out benchmarks/results] [--only W1 W3] [--blas-threads N]
                          [--device cpu|gpu] [--no-libraries] [--no-scaling | --scaling-only]
+                         [--optimizer adam|momentum]
 
 Prints the environment and the suite's table, then the scaling table, and
 writes ``results.json``, ``results.md``, ``results.png`` and ``scaling.json``,
-``scaling.md``, ``scaling.png`` into ``--out``. See ``benchmarks/README.md``.
+``scaling.md``, ``scaling.png`` into ``--out`` (with ``--optimizer momentum``:
+``results-momentum.json``, ..., beside an Adam run's). See ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ import argparse
 import os
 import sys
 from pathlib import Path
+
+# benchmarks.optimizers.OPTIMIZERS' names, spelled here so that --help and its errors import nothing
+OPTIMIZER_CHOICES = ("adam", "momentum")
 
 
 def gpu_error() -> str | None:
@@ -30,8 +35,17 @@ def gpu_error() -> str | None:
     return None
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line (``python -m benchmarks: error: ...``), exit status 2,
+    instead of the usage block (fnn's own parser is not imported here: it imports NumPy,
+    which ``--blas-threads`` must come before)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description="fnn benchmark suite")
+    parser = Parser(prog="python -m benchmarks", description="fnn benchmark suite")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few repeats (seconds, for tests)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output directory")
     parser.add_argument("--only", nargs="+", metavar="W", help="run only these workloads of the suite (W1 ... W6)")
@@ -49,6 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--no-libraries", action="store_true", help="leave out the Flax, Equinox and Haiku contenders"
+    )
+    parser.add_argument(
+        "--optimizer",
+        choices=OPTIMIZER_CHOICES,
+        default=OPTIMIZER_CHOICES[0],
+        help="what every contender updates with: adam (learning rate 1e-3, the default) or momentum "
+        "(SGD + momentum 0.9, learning rate 1e-2); a momentum run writes results-momentum.* and scaling-momentum.*",
     )
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--no-scaling", action="store_true", help="skip the scaling benchmark (the suite only)")
@@ -70,11 +91,16 @@ def main(argv: list[str] | None = None) -> int:
 
     # imported here so that --help stays fast; the suite runs NumPy before any XLA work
     from benchmarks import report, suite
+    from benchmarks.optimizers import choose
+
+    optimizer = choose(args.optimizer)
 
     log = lambda message: print(message, file=sys.stderr, flush=True)
     if not args.scaling_only:
         only = tuple(args.only) if args.only else None
-        results = suite.run(quick=args.quick, only=only, log=log, libraries=not args.no_libraries)
+        results = suite.run(
+            quick=args.quick, only=only, log=log, libraries=not args.no_libraries, optimizer=optimizer
+        )
         env = report.environment_line()
         print("\n".join(report.lines(results, env)))
         paths = report.save(results, env, args.out)
@@ -82,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_scaling:  # after the suite: it runs only JAX steps
         from benchmarks import scaling
 
-        results = scaling.run(quick=args.quick, log=log)
+        results = scaling.run(quick=args.quick, log=log, optimizer=optimizer)
         print("\n" + "\n".join(scaling.lines(results)))
         paths = scaling.save(results, args.out)
         print("\nwrote " + ", ".join(str(p) for p in paths.values()))

@@ -5,7 +5,7 @@ Each layer is a small class with ``forward`` (which keeps its cache on the
 object) and ``backward`` (which returns the input gradient and stores the
 parameter gradients); the convolution is im2col + one matrix product, its
 backward col2im; max pooling is an argmax over im2col'd windows. An Adam
-object updates the parameter dict in place. All NHWC, float32.
+(or a Momentum) object updates the parameter dict in place. All NHWC, float32.
 
 The network reads and writes the same nested parameter dicts as fnn
 (``{"conv2d": {"w", "b"}, ...}``) so that both start from the same numbers.
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.workloads import LEARNING_RATE
+from benchmarks.workloads import LEARNING_RATE, MOMENTUM, MOMENTUM_LEARNING_RATE
 
 Params = dict[str, dict[str, np.ndarray]]
 
@@ -167,13 +167,33 @@ class Adam:
                 params[layer][name] -= lr_m * m / (np.sqrt(v * scale_v) + self.eps)
 
 
-class Network:
-    """A list of layers, a softmax-with-loss head and Adam; :meth:`train_step`
-    runs forward, backward and the update."""
+class Momentum:
+    """SGD + momentum (no Nesterov), updating the parameter arrays in place:
+    ``v = momentum * v + g`` (``v`` starts at 0), ``p -= lr * v``."""
 
-    def __init__(self, layers: list[Any], params: Params):
+    def __init__(self, lr: float = MOMENTUM_LEARNING_RATE, momentum: float = MOMENTUM):
+        self.lr, self.momentum = lr, momentum
+        self.v: dict[tuple[str, str], np.ndarray] = {}
+
+    def update(self, params: Params, grads: Params) -> None:
+        for layer, g in grads.items():
+            for name, grad in g.items():
+                key = (layer, name)
+                if key not in self.v:
+                    self.v[key] = np.zeros_like(grad)
+                v = self.v[key]
+                v *= self.momentum
+                v += grad
+                params[layer][name] -= self.lr * v
+
+
+class Network:
+    """A list of layers, a softmax-with-loss head and an optimizer (Adam unless
+    given); :meth:`train_step` runs forward, backward and the update."""
+
+    def __init__(self, layers: list[Any], params: Params, optimizer: Adam | Momentum | None = None):
         self.layers, self.params = layers, params
-        self.head, self.optimizer = SoftmaxWithLoss(), Adam()
+        self.head, self.optimizer = SoftmaxWithLoss(), Adam() if optimizer is None else optimizer
 
     def train_step(self, x: np.ndarray, labels: np.ndarray) -> float:
         for layer in self.layers:
@@ -186,15 +206,15 @@ class Network:
         return loss
 
 
-def mlp(params: Params, depth: int) -> Network:
-    """W1: ``depth`` hidden affine + relu layers and an affine output."""
+def mlp(params: Params, depth: int, optimizer: Adam | Momentum | None = None) -> Network:
+    """W1: ``depth`` hidden affine + relu layers and an affine output (Adam unless ``optimizer``)."""
     names = ["dense"] + [f"dense_{i}" for i in range(1, depth + 1)]
     layers: list[Any] = [layer for name in names[:-1] for layer in (Affine(name), Relu())]
-    return Network(layers + [Affine(names[-1])], params)
+    return Network(layers + [Affine(names[-1])], params, optimizer)
 
 
-def lenet(params: Params) -> Network:
-    """W2: conv(pad 2) relu pool conv relu pool flatten 120 relu 84 relu 10."""
+def lenet(params: Params, optimizer: Adam | Momentum | None = None) -> Network:
+    """W2: conv(pad 2) relu pool conv relu pool flatten 120 relu 84 relu 10 (Adam unless ``optimizer``)."""
     layers = [
         Conv("conv2d", 2),
         Relu(),
@@ -209,4 +229,4 @@ def lenet(params: Params) -> Network:
         Relu(),
         Affine("dense_2"),
     ]
-    return Network(layers, params)
+    return Network(layers, params, optimizer)

@@ -1,8 +1,8 @@
 """Plain-JAX reference train steps for W1-W4 and W6 (the transformer block in
 ``benchmarks.transformer_reference``): the networks written out as
 ordinary functions, gradients from ``jax.value_and_grad``, convolutions with
-``lax.conv_general_dilated``, pooling with ``lax.reduce_window`` and an Adam
-update written inline. No fnn code runs inside them.
+``lax.conv_general_dilated``, pooling with ``lax.reduce_window`` and the optimizer
+written inline (Adam, or SGD + momentum: ``benchmarks.optimizers`` picks). No fnn code runs inside them.
 
 They read the parameters from the same nested dicts that fnn's ``init``
 returns (``{"dense": {"w", "b"}, ...}``), so the suite can start every
@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from benchmarks.workloads import LEARNING_RATE, Workload
+from benchmarks.workloads import LEARNING_RATE, MOMENTUM, MOMENTUM_LEARNING_RATE, Workload
 
 Params = dict[str, Any]
 
@@ -107,6 +107,21 @@ def adam_update(
     return params, (count, m, v)
 
 
+def momentum_init(params: Params) -> Params:
+    """SGD + momentum's state: the velocity, one zero array per parameter."""
+    return jax.tree.map(jnp.zeros_like, params)
+
+
+def momentum_update(
+    params: Params, grads: Params, velocity: Params, lr: float = MOMENTUM_LEARNING_RATE, momentum: float = MOMENTUM
+) -> tuple[Params, Params]:
+    """One SGD + momentum step (no Nesterov, the learning rate outside the velocity):
+    ``v = momentum * v + g``, ``p - lr * v``."""
+    velocity = jax.tree.map(lambda v, g: momentum * v + g, velocity, grads)
+    params = jax.tree.map(lambda p, v: p - lr * v, params, velocity)
+    return params, velocity
+
+
 def loss_function(workload: Workload) -> Callable[[Params, jax.Array, jax.Array], jax.Array] | None:
     """The plain-JAX ``loss(params, x, y)`` of a workload, or ``None`` if it has no reference (W5)."""
     if workload.key in ("W1", "W3"):
@@ -127,15 +142,17 @@ def loss_function(workload: Workload) -> Callable[[Params, jax.Array, jax.Array]
     return lambda p, x, y: jnp.mean((forward(p, x) - y) ** 2)  # both (batch, *target_shape)
 
 
-def train_step(workload: Workload) -> Callable | None:
-    """``step(params, opt_state, x, y) -> (params, opt_state, loss)``, not yet jitted."""
+def train_step(workload: Workload, update: Callable = adam_update) -> Callable | None:
+    """``step(params, opt_state, x, y) -> (params, opt_state, loss)``, not yet jitted;
+    ``update(params, grads, opt_state) -> (params, opt_state)`` is the optimizer
+    (:func:`adam_update` or :func:`momentum_update`)."""
     loss = loss_function(workload)
     if loss is None:
         return None
 
     def step(params, opt_state, x, y):
         value, grads = jax.value_and_grad(loss)(params, x, y)
-        params, opt_state = adam_update(params, grads, opt_state)
+        params, opt_state = update(params, grads, opt_state)
         return params, opt_state, value
 
     return step

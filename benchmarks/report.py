@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 BASELINES = ("plain JAX", "fnn autodiff", "NumPy reference")
+SUFFIXES = {"json": ".json", "markdown": ".md", "png": ".png"}
 TORCH = "PyTorch eager"
 
 
@@ -36,10 +37,17 @@ def _verdict(met: bool | None) -> str:
     return {True: "met", False: "MISSED", None: "not measured"}[met]
 
 
+def optimizer_label(results: dict[str, Any]) -> str:
+    """Which optimizer every contender ran with, in words."""
+    return results["settings"]["optimizer_label"]
+
+
 def lines(results: dict[str, Any], environment: str) -> list[str]:
-    """The table as text lines: environment, then ``workload | contender | ms/step | ratio``,
+    """The table as text lines: environment, optimizer, then ``workload | contender | ms/step | ratio``,
     then memory and targets."""
-    out = [environment, f"{TORCH}: {results.get('torch')}", f"settings: {results['settings']}", ""]
+    settings = {k: v for k, v in results["settings"].items() if k != "optimizer_label"}
+    out = [environment, f"{TORCH}: {results.get('torch')}", f"optimizer (every contender): {optimizer_label(results)}"]
+    out += [f"settings: {settings}", ""]
     out.append(f"{'workload':4s} {'contender':18s} {'ms/step':>10s} {'ratio':>7s}  vs")
     for key, row in results["times"].items():
         out.append(f"{key} {results['titles'][key]}")
@@ -87,6 +95,8 @@ def markdown(results: dict[str, Any], environment: str) -> str:
         "",
         f"{TORCH}: {results.get('torch')}",
         "",
+        f"Optimizer (every contender): {optimizer_label(results)}",
+        "",
         "| workload | contender | ms/step | ratio | vs |",
         "|---|---|---:|---:|---|",
     ]
@@ -132,7 +142,7 @@ def bar_chart(results: dict[str, Any], path: Path) -> None:
     ax.set_xticks(range(len(keys)), keys)
     ax.set_yscale("log")
     ax.set_ylabel("ms per train step (median, log scale)")
-    ax.set_title("fnn benchmarks: train step time")
+    ax.set_title(f"fnn benchmarks: train step time, {optimizer_label(results)}", fontsize=9)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -140,9 +150,13 @@ def bar_chart(results: dict[str, Any], path: Path) -> None:
 
 
 def save(results: dict[str, Any], environment: str, out: Path) -> dict[str, Path]:
-    """Write ``results.json``, ``results.md`` and ``results.png`` into ``out``; returns their paths."""
+    """Write ``results.json``, ``results.md`` and ``results.png`` into ``out`` (another optimizer
+    than Adam: ``results-momentum.json``, ...; ``benchmarks.optimizers``); returns their paths."""
+    from benchmarks.optimizers import choose
+
+    optimizer = choose(results["settings"]["optimizer"])
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "results.json", "markdown": out / "results.md", "png": out / "results.png"}
+    paths = {kind: out / optimizer.file_name("results", suffix) for kind, suffix in SUFFIXES.items()}
     paths["json"].write_text(json.dumps({"environment": environment, **results}, indent=2) + "\n")
     paths["markdown"].write_text(markdown(results, environment))
     bar_chart(results, paths["png"])

@@ -2,8 +2,8 @@
 ``fnn.models.resnet`` (stem conv 3x3 + batch norm + relu, one basic block
 per stage, global average pooling, dense head) written out as ordinary JAX
 functions, with batch norm in train mode (batch statistics, running
-statistics updated with momentum 0.9), ``jax.value_and_grad`` and the inline
-Adam of :mod:`benchmarks.references`.
+statistics updated with momentum 0.9), ``jax.value_and_grad`` and an inline
+optimizer of :mod:`benchmarks.references` (Adam by default).
 
 It reads fnn's nested parameter and state dicts (``{"stem": {"w"},
 "batch_norm": {"scale", "bias"}, "block": {"residual": {"main": ...}}}``).
@@ -81,8 +81,9 @@ def resnet_forward(p: Tree, s: Tree, x: jax.Array) -> tuple[jax.Array, Tree]:
     return add_bias(h @ p["dense"]["w"], p["dense"]["b"]), new
 
 
-def train_step() -> Callable:
-    """``step(params, state, opt_state, x, y) -> (params, state, opt_state, loss)``, not yet jitted."""
+def train_step(update: Callable = adam_update) -> Callable:
+    """``step(params, state, opt_state, x, y) -> (params, state, opt_state, loss)``, not yet jitted;
+    ``update(params, grads, opt_state) -> (params, opt_state)`` is the optimizer."""
 
     def loss(params, state, x, y):
         logits, new_state = resnet_forward(params, state, x)
@@ -90,7 +91,7 @@ def train_step() -> Callable:
 
     def step(params, state, opt_state, x, y):
         (value, state), grads = jax.value_and_grad(loss, has_aux=True)(params, state, x, y)
-        params, opt_state = adam_update(params, grads, opt_state)
+        params, opt_state = update(params, grads, opt_state)
         return params, state, opt_state, value
 
     return step

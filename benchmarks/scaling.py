@@ -1,7 +1,8 @@
 """How the train step's time grows with the problem size, fnn manual against
 fnn autodiff.
 
-Two series: W1 (MLP 784-512-512-10, relu, softmax cross-entropy, Adam) at
+Two series: W1 (MLP 784-512-512-10, relu, softmax cross-entropy, Adam or
+the suite's other optimizer, ``benchmarks.optimizers``) at
 batch 32 / 128 / 512 / 2048, and W4 (``fnn.models.lstm_classifier(10, 128)``,
 batch 64, 32 features) at sequence length T = 25 / 50 / 100 / 200. At every
 size both steps are jitted and compiled before timing, and timed in
@@ -32,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.optimizers import ADAM, Optimizer, choose
 from benchmarks.suite import AUTODIFF, MANUAL, QUICK, Settings, fnn_step, numpy_init, time_alternating
 from benchmarks.timing import median_time
 from benchmarks.workloads import Workload, resized, workloads
@@ -74,9 +76,10 @@ class Series:
     cases: tuple[tuple[int, Workload], ...]
 
 
-def series(quick: bool = False) -> dict[str, Series]:
+def series(quick: bool = False, optimizer: Optimizer = ADAM) -> dict[str, Series]:
     """The W1 (batch) and W4 (sequence length) series; ``quick`` uses the suite's tiny models
-    (W1 widths 32, W4 hidden 8 with 4 features at batch 4) at tiny sizes."""
+    (W1 widths 32, W4 hidden 8 with 4 features at batch 4) at tiny sizes; ``optimizer`` names
+    the update in the titles."""
     base = workloads(quick)
     w1, w4 = base["W1"], base["W4"]
     batches = (4, 8, 16, 32) if quick else (32, 128, 512, 2048)
@@ -86,14 +89,15 @@ def series(quick: bool = False) -> dict[str, Series]:
     return {
         "W1": Series(
             "W1",
-            f"MLP 784-{widths}-10, relu, softmax CE, Adam",
+            f"MLP 784-{widths}-10, relu, softmax CE, {optimizer.short_label}",
             "batch",
             "example",
             tuple((b, resized(w1, batch=b)) for b in batches),
         ),
         "W4": Series(
             "W4",
-            f"LSTM hidden {w4.sizes['hidden']}, {w4.input_shape[1]} features, batch {lstm_batch}, Adam",
+            f"LSTM hidden {w4.sizes['hidden']}, {w4.input_shape[1]} features, batch {lstm_batch}, "
+            f"{optimizer.short_label}",
             "T",
             "time step",
             tuple((t, resized(w4, batch=lstm_batch, time_steps=t)) for t in lengths),
@@ -101,8 +105,8 @@ def series(quick: bool = False) -> dict[str, Series]:
     }
 
 
-def time_size(workload: Workload, plan: Plan) -> dict[str, Any]:
-    """Both methods' compiled steps on one workload, timed in alternating rounds.
+def time_size(workload: Workload, plan: Plan, optimizer: Optimizer = ADAM) -> dict[str, Any]:
+    """Both methods' compiled steps on one workload (updating with ``optimizer``), timed in alternating rounds.
 
     Returns ``{"times": {method: seconds}, "repeats", "losses": {method: first loss}}``.
     """
@@ -114,7 +118,7 @@ def time_size(workload: Workload, plan: Plan) -> dict[str, Any]:
     calls: dict[str, Callable[[], Any]] = {}
     losses: dict[str, float] = {}
     for method, name in METHODS:
-        step, opt = fnn_step(workload, method)
+        step, opt = fnn_step(workload, method, optimizer)
         args = (params, state, opt.init(params), x, y)
         compiled = jax.jit(step).lower(*args).compile()
         losses[name] = float(compiled(*args)[3])
@@ -145,8 +149,9 @@ def _load() -> list[float] | None:
     return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
 
-def run(quick: bool = False, log: Callable[[str], None] = print) -> dict:
-    """Time every series at every size; returns a JSON-able dict (times in seconds).
+def run(quick: bool = False, log: Callable[[str], None] = print, optimizer: Optimizer = ADAM) -> dict:
+    """Time every series at every size, every step updating with ``optimizer``; returns a
+    JSON-able dict (times in seconds; ``optimizer`` its name, ``optimizer_label`` in words).
 
     ``series[key]`` holds ``sizes``, ``repeats`` (timed calls per round at each size),
     ``times[method]`` (one per size), ``fit[method]`` (``intercept``, ``slope``, ``r2``,
@@ -158,12 +163,12 @@ def run(quick: bool = False, log: Callable[[str], None] = print) -> dict:
     plan = QUICK_PLAN if quick else FULL_PLAN
     start, load_start = time.perf_counter(), _load()
     out: dict[str, Any] = {}
-    for key, s in series(quick).items():
+    for key, s in series(quick, optimizer).items():
         times: dict[str, list[float]] = {name: [] for _, name in METHODS}
         repeats, notes = [], []
         for size, workload in s.cases:
             log(f"scaling {key} {s.size_name}={size} ...")
-            measured = time_size(workload, plan)
+            measured = time_size(workload, plan, optimizer)
             for name, column in times.items():
                 column.append(measured["times"][name])
             repeats.append(measured["repeats"])
@@ -195,6 +200,8 @@ def run(quick: bool = False, log: Callable[[str], None] = print) -> dict:
     return {
         "environment": environment_line(),
         "plan": asdict(plan) | {"quick": quick},
+        "optimizer": optimizer.name,
+        "optimizer_label": optimizer.label,
         "load_average": {"start": load_start, "end": _load()},
         "seconds": time.perf_counter() - start,
         "series": out,
@@ -233,7 +240,7 @@ def lines(results: dict) -> list[str]:
     """The scaling table, the linearity fits and the manual-vs-autodiff verdicts as text lines."""
     load = results["load_average"]
     out = [
-        "scaling: train step time vs size, fnn manual vs fnn autodiff",
+        f"scaling: train step time vs size, fnn manual vs fnn autodiff, {results['optimizer_label']}",
         _plan_line(results),
         f"load average at start {load['start']}, at end {load['end']}; took {results['seconds']:.0f} s",
         "",
@@ -268,6 +275,8 @@ def markdown(results: dict) -> str:
     load = results["load_average"]
     md = [
         f"Environment: {results['environment']}",
+        "",
+        f"Optimizer: {results['optimizer_label']}",
         "",
         f"{_plan_line(results)}. Load average at start {load['start']}, at end {load['end']}; "
         + f"took {results['seconds']:.0f} s.",
@@ -335,9 +344,12 @@ def plot(results: dict, path: Path) -> None:
 
 
 def save(results: dict, out: Path) -> dict[str, Path]:
-    """Write ``scaling.json``, ``scaling.md`` and ``scaling.png`` into ``out``; returns their paths."""
+    """Write ``scaling.json``, ``scaling.md`` and ``scaling.png`` into ``out`` (another optimizer
+    than Adam: ``scaling-momentum.json``, ...); returns their paths."""
+    optimizer = choose(results["optimizer"])
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "scaling.json", "markdown": out / "scaling.md", "png": out / "scaling.png"}
+    suffixes = {"json": ".json", "markdown": ".md", "png": ".png"}
+    paths = {kind: out / optimizer.file_name("scaling", suffix) for kind, suffix in suffixes.items()}
     paths["json"].write_text(json.dumps(results, indent=2) + "\n")
     paths["markdown"].write_text(markdown(results))
     plot(results, paths["png"])

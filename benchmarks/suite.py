@@ -6,10 +6,14 @@ computation, because once XLA has run its idle worker threads compete with
 NumPy's BLAS threads and slow NumPy down many times on 2 cores.
 
 Each figure is the median wall time of many calls of one train step
-(forward + backward + Adam update) after warm-up calls, compilation
+(forward + backward + update) after warm-up calls, compilation
 excluded, every result blocked on (``benchmarks.timing.median_time``). The
 contenders of a workload are timed in alternating rounds and each keeps its
 best round's median, so that load from other processes hits them alike.
+
+Every contender updates with the same optimizer, chosen once
+(:mod:`benchmarks.optimizers`: Adam by default, or SGD + momentum) and
+handed to each in its own form.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ import numpy as np
 import fnn
 import fnn.optim
 from benchmarks import numpy_reference
+from benchmarks.optimizers import ADAM, Optimizer
 from benchmarks.timing import median_time
-from benchmarks.workloads import LEARNING_RATE, Workload, workloads
+from benchmarks.workloads import Workload, workloads
 
 # contender names, in table order
 MANUAL, AUTODIFF, PLAIN_JAX, FIT, TORCH = "fnn manual", "fnn autodiff", "plain JAX", "fnn fit", "PyTorch eager"
@@ -115,10 +120,11 @@ def time_alternating(steps: dict[str, Callable[[], Any] | SelfTimed], settings: 
     return best
 
 
-def fnn_step(workload: Workload, method: str) -> tuple[Callable, Any]:
-    """``step(params, state, opt_state, x, y) -> (params, state, opt_state, loss)`` and its optimizer."""
+def fnn_step(workload: Workload, method: str, optimizer: Optimizer = ADAM) -> tuple[Callable, Any]:
+    """``step(params, state, opt_state, x, y) -> (params, state, opt_state, loss)`` and its
+    optimizer (fnn's form of ``optimizer``)."""
     grad_fn = fnn.value_and_grad(workload.model, workload.loss, method=method)
-    opt = fnn.optim.adam(LEARNING_RATE)
+    opt = optimizer.fnn()
 
     def step(params, state, opt_state, x, y):
         (loss, state), grads = grad_fn(params, state, x, y)
@@ -138,16 +144,13 @@ def numpy_init(workload: Workload) -> tuple[Any, Any]:
 # --------------------------------------------------------------------------- #
 
 
-def run_numpy(workload: Workload, settings: Settings) -> tuple[dict[str, float], str]:
+def run_numpy(workload: Workload, settings: Settings, optimizer: Optimizer = ADAM) -> tuple[dict[str, float], str]:
     """fnn's NumPy backend (manual backward) against the from-scratch reference."""
     params, state = numpy_init(workload)
     x, y = workload.data()
-    step, opt = fnn_step(workload, "manual")
+    step, opt = fnn_step(workload, "manual", optimizer)
     opt_state = opt.init(params)
-    if workload.key == "W1":
-        net = numpy_reference.mlp(copy.deepcopy(params), len(workload.sizes["widths"]))
-    else:
-        net = numpy_reference.lenet(copy.deepcopy(params))
+    net = numpy_network(workload, copy.deepcopy(params), optimizer)
     loss_fnn = float(step(params, state, opt_state, x, y)[3])
     loss_ref = net.train_step(x, y)  # first step from the same params: the losses must agree
     note = f"first loss fnn {loss_fnn:.5f} / reference {loss_ref:.5f}"
@@ -160,12 +163,19 @@ def run_numpy(workload: Workload, settings: Settings) -> tuple[dict[str, float],
     return times, note
 
 
+def numpy_network(workload: Workload, params: Any, optimizer: Optimizer = ADAM) -> numpy_reference.Network:
+    """The NumPy reference network of W1 or W2 on ``params`` (updated in place) with ``optimizer``'s NumPy form."""
+    if workload.key == "W1":
+        return numpy_reference.mlp(params, len(workload.sizes["widths"]), optimizer.numpy())
+    return numpy_reference.lenet(params, optimizer.numpy())
+
+
 # --------------------------------------------------------------------------- #
 # JAX contenders
 # --------------------------------------------------------------------------- #
 
 
-def fit_contender(workload: Workload, settings: Settings) -> tuple[SelfTimed | None, str]:
+def fit_contender(workload: Workload, settings: Settings, optimizer: Optimizer = ADAM) -> tuple[SelfTimed | None, str]:
     """``fnn.train.fit`` (one compiled call per epoch) as a contender whose round is one
     ``fit`` call of ``settings.fit_epochs`` epochs from the same state, timed per step by
     the median of the epoch times fit records; or ``None`` and why not."""
@@ -175,7 +185,7 @@ def fit_contender(workload: Workload, settings: Settings) -> tuple[SelfTimed | N
         return None, f"fnn.train unavailable: {type(error).__name__}: {error}"
     steps_per_epoch = STEPS_PER_EPOCH
     x, y = epoch_batches(workload)
-    opt = fnn.optim.adam(LEARNING_RATE)
+    opt = optimizer.fnn()
     kwargs = {"batch_size": workload.batch, "metrics": {}, "progress": False}
     try:
         ts = train.init_state(workload.model, opt, fnn.key(0), (None, *workload.input_shape))
@@ -239,14 +249,16 @@ def bare_scan(step: Callable, carry: tuple, workload: Workload, settings: Settin
 
 
 def run_jax(
-    workload: Workload, settings: Settings, with_memory: bool, with_libraries: bool = True
+    workload: Workload,
+    settings: Settings,
+    with_memory: bool,
+    with_libraries: bool = True,
+    optimizer: Optimizer = ADAM,
 ) -> tuple[dict[str, float], list[str], dict]:
     """fnn manual, fnn autodiff and the plain-JAX reference (jitted, one call per step), fnn fit,
-    and on W3 the plain-JAX Python loop."""
+    and on W3 the plain-JAX Python loop, every one updating with ``optimizer``."""
     import jax
     import jax.numpy as jnp
-
-    from benchmarks import references, resnet_reference
 
     numpy_params, numpy_state = numpy_init(workload)
     params, state = jax.tree.map(jnp.asarray, (numpy_params, numpy_state))
@@ -255,27 +267,26 @@ def run_jax(
     compiled: dict[str, Any] = {}
     losses: dict[str, float] = {}
     for method, name in (("manual", MANUAL), ("autodiff", AUTODIFF)):
-        step, opt = fnn_step(workload, method)
+        step, opt = fnn_step(workload, method, optimizer)
         opt_state = opt.init(params)
         args = (params, state, opt_state, x, y)
         compiled[name] = jax.jit(step).lower(*args).compile()
         losses[name] = float(compiled[name](*args)[3])
         calls[name] = lambda f=compiled[name], a=args: f(*a)
     notes: list[str] = []
-    ref = references.train_step(workload)
-    if ref is not None:  # W1-W4, W6: step(params, opt_state, x, y) -> (params, opt_state, loss)
-        ref_args, loss_index = (params, references.adam_init(params), x, y), 2
-    else:  # W5: step(params, state, opt_state, x, y) -> (params, state, opt_state, loss)
-        ref = resnet_reference.train_step()
-        ref_args, loss_index = (params, state, references.adam_init(params), x, y), 3
+    ref, ref_carry = plain_jax_step(workload, params, state, optimizer)
+    ref_args = (*ref_carry, x, y)
     ref_step = jax.jit(ref).lower(*ref_args).compile()
-    losses[PLAIN_JAX] = float(ref_step(*ref_args)[loss_index])
+    losses[PLAIN_JAX] = float(ref_step(*ref_args)[-1])
     calls[PLAIN_JAX] = lambda: ref_step(*ref_args)
     if torch_note() is None:  # PyTorch eager, timed in the same alternating rounds
         from benchmarks import torch_reference
 
-        calls[TORCH], losses[TORCH] = torch_reference.train_step(workload, numpy_params, numpy_state, *workload.data())
-    for name, call, loss in library_contenders(workload, numpy_params, numpy_state, notes) if with_libraries else ():
+        calls[TORCH], losses[TORCH] = torch_reference.train_step(
+            workload, numpy_params, numpy_state, *workload.data(), optimizer
+        )
+    contenders = library_contenders(workload, numpy_params, numpy_state, notes, optimizer) if with_libraries else ()
+    for name, call, loss in contenders:
         calls[name], losses[name] = call, loss
     spread = max(losses.values()) - min(losses.values())
     notes.append(
@@ -284,8 +295,8 @@ def run_jax(
         + (" (MISMATCH)" if spread > 1e-3 * max(1.0, abs(losses[MANUAL])) else "")
     )
     if workload.key == "W3":
-        calls[PLAIN_LOOP] = python_loop(jax.jit(ref), ref_args[:2], x, y, settings)
-        manual_step, opt = fnn_step(workload, "manual")
+        calls[PLAIN_LOOP] = python_loop(jax.jit(ref), ref_carry, x, y, settings)
+        manual_step, opt = fnn_step(workload, "manual", optimizer)
         carry = (params, state, opt.init(params))
         calls[MANUAL_LOOP] = python_loop(jax.jit(manual_step), carry, x, y, settings)
         calls[BARE_SCAN] = bare_scan(manual_step, carry, workload, settings)
@@ -293,7 +304,7 @@ def run_jax(
         notes.append(f"{BARE_SCAN}: the manual step in one jitted lax.scan over {STEPS_PER_EPOCH} batches")
     if workload.key == "W1":
         calls[MATMUL] = matmul_probe(roofline_size(settings is QUICK), 3 if settings is QUICK else 10)
-    fit, note = fit_contender(workload, settings)
+    fit, note = fit_contender(workload, settings, optimizer)
     notes.append(f"{FIT}: {note}")
     if fit is not None:
         calls[FIT] = fit
@@ -306,12 +317,43 @@ def run_jax(
     return times, notes, memory
 
 
-def library_contenders(workload: Workload, params: Any, state: Any, notes: list[str]) -> list[tuple]:
-    """``(name, call, first loss)`` of each JAX library contender that imports (flax.linen,
-    Equinox, Haiku: its model loaded from fnn's ``params``, optax's Adam, one compiled
-    step); a note in ``notes`` for each one skipped."""
+def plain_jax_step(workload: Workload, params: Any, state: Any, optimizer: Optimizer = ADAM) -> tuple[Callable, tuple]:
+    """The plain-JAX reference's ``step(*carry, x, y) -> (*carry, loss)``, not yet jitted, and its
+    first ``carry``: ``(params, opt_state)`` (W1-W4, W6: ``benchmarks.references``) or ``(params,
+    state, opt_state)`` (W5: ``benchmarks.resnet_reference``), updating with ``optimizer``'s inline form."""
+    from benchmarks import references, resnet_reference
+
+    step = references.train_step(workload, optimizer.jax_update)
+    if step is not None:
+        return step, (params, optimizer.jax_init(params))
+    return resnet_reference.train_step(optimizer.jax_update), (params, state, optimizer.jax_init(params))
+
+
+def library_step(
+    name: str, workload: Workload, params: Any, state: Any, optimizer: Optimizer = ADAM
+) -> tuple[Callable, tuple, tuple, list]:
+    """Library ``name``'s ``step(params, state, opt_state, x, y) -> (params, state, opt_state, loss)``
+    (not yet jitted, optax's form of ``optimizer``), its first carry ``(params, state, opt_state)``
+    loaded from fnn's NumPy ``params`` and ``state``, the batch ``(x, y)`` in its layout, and the
+    bindings that read its params back in fnn's layout (``benchmarks.libraries.export``)."""
     import jax
-    import optax
+
+    from benchmarks import libraries
+
+    built = libraries.build(name, workload, params, state)
+    x, y = (jax.numpy.asarray(a) for a in built.inputs(*workload.data()))
+    optax_optimizer = optimizer.optax()
+    carry = (built.params, built.state, optax_optimizer.init(built.params))
+    return libraries.train_step(built.loss, optax_optimizer), carry, (x, y), built.bindings
+
+
+def library_contenders(
+    workload: Workload, params: Any, state: Any, notes: list[str], optimizer: Optimizer = ADAM
+) -> list[tuple]:
+    """``(name, call, first loss)`` of each JAX library contender that imports (flax.linen,
+    Equinox, Haiku: its model loaded from fnn's ``params``, optax's form of ``optimizer``,
+    one compiled step); a note in ``notes`` for each one skipped."""
+    import jax
 
     from benchmarks import libraries
 
@@ -320,11 +362,9 @@ def library_contenders(workload: Workload, params: Any, state: Any, notes: list[
         if note is not None:
             notes.append(note)
             continue
-        built = libraries.build(name, workload, params, state)
-        x, y = (jax.numpy.asarray(a) for a in built.inputs(*workload.data()))
-        optimizer = optax.adam(LEARNING_RATE)
-        args = (built.params, built.state, optimizer.init(built.params), x, y)
-        step = jax.jit(libraries.train_step(built.loss, optimizer)).lower(*args).compile()
+        step, carry, batch, _ = library_step(name, workload, params, state, optimizer)
+        args = (*carry, *batch)
+        step = jax.jit(step).lower(*args).compile()
         out.append((name, lambda f=step, a=args: f(*a), float(step(*args)[3])))
     return out
 
@@ -345,12 +385,15 @@ def run(
     only: tuple[str, ...] | None = None,
     log: Callable[[str], None] = print,
     libraries: bool = True,
+    optimizer: Optimizer = ADAM,
 ) -> dict:
     """Run the suite; returns ``{"settings", "times", "memory", "notes", "targets", "titles", "torch", "roofline"}``.
 
     ``times[workload][contender]`` is seconds per step, ``roofline`` W1's share of the
     machine's matmul rate (:func:`roofline`; ``None`` without W1), ``memory[workload][contender]``
     the compiled step's temp bytes. ``libraries=False`` leaves out the JAX library contenders.
+    Every contender updates with ``optimizer`` (``settings["optimizer"]`` names it, its
+    ``"optimizer_label"`` says it in words); the targets are the same for every optimizer.
     """
     settings = QUICK if quick else FULL
     cases = {k: w for k, w in workloads(quick).items() if only is None or k in only}
@@ -360,13 +403,13 @@ def run(
     for key in ("W1", "W2"):  # NumPy first: no XLA computation has run yet
         if key in cases:
             log(f"{key} NumPy contenders ...")
-            numpy_times, note = run_numpy(cases[key], settings)
+            numpy_times, note = run_numpy(cases[key], settings, optimizer)
             times[key].update(numpy_times)
             notes[key].append(f"NumPy: {note}")
     for key, workload in cases.items():
         log(f"{key} JAX contenders ...")
         own = settings if quick else SLOW_STEPS.get(key, settings)
-        jax_times, jax_notes, mem = run_jax(workload, own, key in MEMORY_WORKLOADS, libraries)
+        jax_times, jax_notes, mem = run_jax(workload, own, key in MEMORY_WORKLOADS, libraries, optimizer)
         times[key].update(jax_times)
         notes[key] += jax_notes
         if mem:
@@ -377,9 +420,10 @@ def run(
     if torch_line is None:
         from benchmarks import torch_reference
 
-        torch_line = torch_reference.threads_note()
+        torch_line = torch_reference.threads_note(optimizer)
     return {
-        "settings": settings.__dict__ | {"quick": quick},
+        "settings": settings.__dict__
+        | {"quick": quick, "optimizer": optimizer.name, "optimizer_label": optimizer.label},
         "titles": {k: w.title for k, w in cases.items()},
         "torch": torch_line,
         "times": times,

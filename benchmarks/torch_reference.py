@@ -1,7 +1,8 @@
 """PyTorch eager contender for the benchmark workloads W1-W6 (W6, the
 transformer block, in ``benchmarks.torch_transformer``): the same networks
 written the idiomatic PyTorch way (``torch.nn`` modules, ``nn.CrossEntropyLoss``
-/ ``nn.MSELoss``, ``torch.optim.Adam``), one training step being
+/ ``nn.MSELoss``, ``torch.optim.Adam``, or ``torch.optim.SGD`` with momentum
+when the suite runs with ``--optimizer momentum``), one training step being
 ``zero_grad -> forward -> loss -> backward -> optimizer.step()``.
 
 Every model is built from fnn's parameter (and state) dicts, so that the suite
@@ -50,7 +51,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmarks.workloads import LEARNING_RATE, Workload
+from benchmarks.optimizers import ADAM, Optimizer
+from benchmarks.workloads import Workload
 
 Tree = dict[str, Any]
 Path = tuple[str, ...]
@@ -349,12 +351,20 @@ def device() -> torch.device:
 
 class TorchStep:
     """One PyTorch training step, called with no arguments; updates ``model`` and
-    ``optimizer`` in place and returns the step's loss tensor (computed before
-    the update). ``bindings`` map the model's tensors back to fnn's layout (on a
-    GPU, :func:`device`, the parameters' only: batch norm's running statistics
-    are new tensors after the move)."""
+    ``optimizer`` (``optimizer.torch``'s, Adam unless given) in place and returns
+    the step's loss tensor (computed before the update). ``bindings`` map the
+    model's tensors back to fnn's layout (on a GPU, :func:`device`, the
+    parameters' only: batch norm's running statistics are new tensors after the move)."""
 
-    def __init__(self, workload: Workload, params: Tree, state: Tree, x: np.ndarray, y: np.ndarray) -> None:
+    def __init__(
+        self,
+        workload: Workload,
+        params: Tree,
+        state: Tree,
+        x: np.ndarray,
+        y: np.ndarray,
+        optimizer: Optimizer = ADAM,
+    ) -> None:
         self.model, self.bindings = build(workload, params, state)
         where = device()
         self.model = self.model.to(where)
@@ -363,7 +373,7 @@ class TorchStep:
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         # Library defaults: on CPU tensors foreach=None resolves to the single-tensor
         # loop (foreach kernels are chosen by default only on CUDA-like devices), fused=False.
-        self.optimizer = torch.optim.Adam(trainable, lr=LEARNING_RATE, betas=(0.9, 0.999), eps=1e-8)
+        self.optimizer = optimizer.torch(trainable)
 
     def __call__(self) -> torch.Tensor:
         self.optimizer.zero_grad(set_to_none=True)
@@ -379,25 +389,32 @@ class TorchStep:
 
 
 def train_step(
-    workload: Workload, params: Tree, state: Tree, x: np.ndarray, y: np.ndarray
+    workload: Workload,
+    params: Tree,
+    state: Tree,
+    x: np.ndarray,
+    y: np.ndarray,
+    optimizer: Optimizer = ADAM,
 ) -> tuple[Callable[[], Any], float]:
     """``(step, first_loss)``: ``step()`` runs one PyTorch training step in place
-    (a :class:`TorchStep`), ``first_loss`` is the loss at fnn's ``params``.
+    (a :class:`TorchStep` with ``optimizer``, Adam unless given), ``first_loss`` is
+    the loss at fnn's ``params``.
 
     The first loss is taken from a first real step (its loss is computed before
     that step's update), not from a separate forward pass, which in train mode
     would move batch norm's running statistics. So the returned ``step`` has
     already taken one step when it is handed back; later calls continue from there.
     """
-    step = TorchStep(workload, params, state, x, y)
+    step = TorchStep(workload, params, state, x, y, optimizer)
     return step, float(step().item())
 
 
-def threads_note() -> str:
-    """PyTorch's version and thread settings (library defaults, left unchanged)."""
+def threads_note(optimizer: Optimizer = ADAM) -> str:
+    """PyTorch's version, thread settings (library defaults, left unchanged) and optimizer."""
     return (
         f"PyTorch {torch.__version__}, intra-op threads {torch.get_num_threads()}, "
         f"inter-op threads {torch.get_num_interop_threads()}, "
         f"{'channels_last' if CHANNELS_LAST else 'contiguous NCHW'} images, "
-        "Adam with library defaults (on CPU: the single-tensor loop, no foreach, not fused)"
+        f"torch.optim.{optimizer.torch_class} with library defaults "
+        "(on CPU: the single-tensor loop, no foreach, not fused)"
     )

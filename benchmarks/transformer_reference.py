@@ -7,7 +7,7 @@ scratch in ``jax.numpy`` (no fnn code), reading fnn's parameter dict::
 Attention: q / k / v projections as einsums with fnn's ``(D, H, K)`` weights,
 scores ``q k^T / sqrt(K)``, softmax over the keys, the output projection
 ``(H, V, D)``. Gradients come from ``jax.value_and_grad`` and the update is
-the references' inline Adam (``benchmarks.references``).
+the references' inline optimizer (``benchmarks.references``).
 """
 
 from __future__ import annotations

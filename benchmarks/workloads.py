@@ -1,7 +1,9 @@
 """The benchmark workloads W1-W6: an fnn model, its input shape, batch size,
 loss and a synthetic float32 batch, at full size or at a tiny ``quick`` size.
 
-Every workload trains with Adam (learning rate 1e-3); a train step is
+Every workload trains with Adam (learning rate 1e-3) by default, or with
+SGD + momentum 0.9 (learning rate 1e-2) when the suite runs with
+``--optimizer momentum`` (``benchmarks.optimizers``); a train step is
 forward + backward + update. The data are random (the timings do not depend
 on their values), drawn from a fixed seed so that every contender sees the
 same batch.
@@ -18,7 +20,9 @@ import fnn
 import fnn.models
 from fnn import layers as L
 
-LEARNING_RATE = 1e-3
+LEARNING_RATE = 1e-3  # Adam's
+MOMENTUM_LEARNING_RATE = 1e-2  # SGD + momentum's
+MOMENTUM = 0.9  # SGD's momentum coefficient (no Nesterov)
 
 
 @dataclass(frozen=True)

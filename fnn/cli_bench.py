@@ -63,6 +63,8 @@ def _bench_full(args: argparse.Namespace) -> int:
             "python -m benchmarks [--quick] [--out DIR] (or install it editable: pip install -e .)"
         )
     command = [sys.executable, "-m", "benchmarks"] + ["--quick"] * args.quick
+    if args.optimizer is not None:
+        command += ["--optimizer", args.optimizer]
     if args.out is not None:
         command += ["--out", str(Path(args.out).resolve())]  # the suite runs in ``root``, not here
     print(f"fnn bench --full: {' '.join(command)} (in {root})", flush=True)
@@ -72,8 +74,8 @@ def _bench_full(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     if args.full:
         return _bench_full(args)
-    if args.quick or args.out is not None:
-        raise UsageError("--quick and --out go with --full (the full benchmark suite)")
+    if args.quick or args.out is not None or args.optimizer is not None:
+        raise UsageError("--quick, --out and --optimizer go with --full (the full benchmark suite)")
     if not backend.HAS_JAX:
         raise UsageError("fnn bench compares jitted steps and needs JAX (pip install 'fnn[jax]')")
     jax, jnp = backend.jax, backend.jnp
@@ -116,5 +118,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="with --full: tiny sizes and few repeats (seconds)")
     b.add_argument("--out", default=None, metavar="DIR",
                    help="with --full: where to write the results (default: benchmarks/results/ in the checkout)")
+    b.add_argument("--optimizer", choices=("adam", "momentum"), default=None,
+                   help="with --full: what every contender updates with (python -m benchmarks' default: adam)")
     b.set_defaults(run=_bench)
     return b
