@@ -37,6 +37,7 @@ def test_quick_suite_and_scaling_run_and_write_their_files(tmp_path):
     for name in ("results.json", "results.md", "results.png"):
         assert (out / name).stat().st_size > 0, name
     results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["optimizer"] == "adam" and "optimizer (every contender): Adam" in done.stdout
     assert set(results["times"]) == {"W1", "W2", "W3", "W4", "W5", "W6"}
     has_torch = importlib.util.find_spec("torch") is not None  # the PyTorch contender is optional
     contenders = {"fnn manual", "fnn autodiff", "plain JAX", "fnn fit"} | ({"PyTorch eager"} if has_torch else set())

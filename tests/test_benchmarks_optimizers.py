@@ -1,7 +1,7 @@
 """The suite's optimizer choice (``benchmarks.optimizers``): every contender's form of
 Adam and of SGD + momentum is fnn's update, and the suite's contenders, built with
-``--optimizer momentum``, take fnn's first two momentum steps (two, because a velocity
-that started at ``g`` instead of 0, or a wrong momentum coefficient, shows only in the
+``--optimizer momentum``, take fnn's first two momentum steps (two, because the first
+step is ``-lr g`` whatever the momentum coefficient or a dampening: they show only in the
 second). The models' gradients are checked in ``tests/test_benchmarks.py``,
 ``tests/test_torch_reference.py`` and ``tests/test_benchmarks_libraries.py``."""
 
@@ -198,8 +198,7 @@ def test_pytorch_takes_fnns_momentum_steps():
 
 
 LIBRARY_CASES = [
-    pytest.param(name, marks=() if name == "Haiku" else pytest.mark.slow)
-    for name in ("Flax linen", "Equinox", "Haiku")
+    pytest.param(name, marks=() if name == "Haiku" else pytest.mark.slow) for name in ("Flax linen", "Equinox", "Haiku")
 ]
 
 
@@ -222,3 +221,47 @@ def test_library_takes_fnns_momentum_steps(name):
         for path, value in libraries.export(jax.device_get(after), bindings).items()
     }
     assert_same_moves(losses, got, *fnn_momentum_moves(workload))
+
+
+def test_fnn_bench_full_passes_the_optimizer_on(tmp_path, monkeypatch, capfd):
+    from fnn import cli, cli_bench
+
+    fake = tmp_path / "checkout"  # a stand-in suite that prints its arguments
+    (fake / "benchmarks").mkdir(parents=True)
+    (fake / "benchmarks" / "__main__.py").write_text("import sys\nprint('suite args', sys.argv[1:])\n")
+    monkeypatch.setattr(cli_bench, "_source_root", lambda: fake)
+    assert cli.main(["bench", "--full", "--quick", "--optimizer", "momentum"]) == 0
+    assert "suite args ['--quick', '--optimizer', 'momentum']" in capfd.readouterr().out
+    assert cli.main(["bench", "--optimizer", "momentum"]) == 2  # without --full: the quick table has no such option
+    assert "--optimizer go with --full" in capfd.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["bench", "--full", "--optimizer", "sgd"])
+    err = capfd.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and "invalid choice: 'sgd'" in err, err
+
+
+@pytest.mark.slow  # a subprocess that imports JAX and compiles W3's contenders
+def test_a_momentum_run_says_so_and_keeps_an_adam_runs_files(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    adams = tmp_path / "results.json"
+    adams.write_text("an Adam run's results\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--no-libraries", "--no-scaling", "--only", "W3"]
+        + ["--optimizer", "momentum", "--out", str(tmp_path)],
+        check=False,
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "optimizer (every contender): SGD + momentum 0.9 (learning rate 0.01, no Nesterov)" in done.stdout
+    assert adams.read_text() == "an Adam run's results\n"
+    results = json.loads((tmp_path / "results-momentum.json").read_text())
+    assert results["settings"]["optimizer"] == "momentum"
+    assert "SGD + momentum" in (tmp_path / "results-momentum.md").read_text()
+    assert (tmp_path / "results-momentum.png").stat().st_size > 0
