@@ -2,12 +2,14 @@
 
     python -m benchmarks [--quick] [--out benchmarks/results] [--only W1 W3] [--blas-threads N]
                          [--device cpu|gpu] [--no-libraries] [--no-scaling | --scaling-only]
-                         [--optimizer adam|momentum]
+                         [--optimizer adam|momentum] [--system-malloc]
 
 Prints the environment and the suite's table, then the scaling table, and
 writes ``results.json``, ``results.md``, ``results.png`` and ``scaling.json``,
 ``scaling.md``, ``scaling.png`` into ``--out`` (with ``--optimizer momentum``:
-``results-momentum.json``, ..., beside an Adam run's). See ``benchmarks/README.md``.
+``results-momentum.json``, ..., beside an Adam run's). Unless ``--system-malloc``,
+it first calls :func:`fnn.allocator.keep_freed_memory`, so that no contender
+faults in its scratch memory afresh on every call. See ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -71,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         help="what every contender updates with: adam (learning rate 1e-3, the default) or momentum "
         "(SGD + momentum 0.9, learning rate 1e-2); a momentum run writes results-momentum.* and scaling-momentum.*",
     )
+    parser.add_argument(
+        "--system-malloc",
+        action="store_true",
+        help="leave the C library's allocator as it is (by default the suite first calls "
+        "fnn.allocator.keep_freed_memory(), for every contender alike)",
+    )
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--no-scaling", action="store_true", help="skip the scaling benchmark (the suite only)")
     which.add_argument("--scaling-only", action="store_true", help="run only the scaling benchmark (not the suite)")
@@ -85,7 +93,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.device == "cpu":
         os.environ["JAX_PLATFORMS"] = "cpu"  # before JAX is imported
-    elif args.device == "gpu" and (error := gpu_error()) is not None:
+    if not args.system_malloc:  # before JAX starts its threads: a thread that allocated keeps its own heap
+        from fnn import allocator
+
+        allocator.keep_freed_memory()
+    if args.device == "gpu" and (error := gpu_error()) is not None:
         print(f"python -m benchmarks: --device gpu: {error}", file=sys.stderr)
         return 2
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from fnn import allocator
+
 
 def block(tree: Any) -> Any:
     """Wait for every JAX array in ``tree`` (a no-op for NumPy arrays), and for the GPU's
@@ -51,6 +53,7 @@ def environment() -> str:
     except ImportError:
         parts.append("jax not installed")
     parts.append(f"cpus {os.cpu_count()}")
+    parts.append(allocator.describe())
     for var in ("XLA_FLAGS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         if os.environ.get(var):
             parts.append(f"{var}={os.environ[var]}")
