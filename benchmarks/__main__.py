@@ -2,14 +2,15 @@
 
     python -m benchmarks [--quick] [--out benchmarks/results] [--only W1 W3] [--blas-threads N]
                          [--device cpu|gpu] [--no-libraries] [--no-scaling | --scaling-only]
-                         [--optimizer adam|momentum] [--system-malloc]
+                         [--optimizer adam|momentum] [--keep-freed-memory]
 
 Prints the environment and the suite's table, then the scaling table, and
 writes ``results.json``, ``results.md``, ``results.png`` and ``scaling.json``,
 ``scaling.md``, ``scaling.png`` into ``--out`` (with ``--optimizer momentum``:
-``results-momentum.json``, ..., beside an Adam run's). Unless ``--system-malloc``,
-it first calls :func:`fnn.allocator.keep_freed_memory`, so that no contender
-faults in its scratch memory afresh on every call. See ``benchmarks/README.md``.
+``results-momentum.json``, ..., beside an Adam run's). With
+``--keep-freed-memory`` it first calls :func:`fnn.allocator.keep_freed_memory`,
+so that no contender faults in its scratch memory afresh on every call. See
+``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -74,10 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         "(SGD + momentum 0.9, learning rate 1e-2); a momentum run writes results-momentum.* and scaling-momentum.*",
     )
     parser.add_argument(
-        "--system-malloc",
+        "--keep-freed-memory",
         action="store_true",
-        help="leave the C library's allocator as it is (by default the suite first calls "
-        "fnn.allocator.keep_freed_memory(), for every contender alike)",
+        help="first call fnn.allocator.keep_freed_memory(), for every contender alike: no page faults "
+        "for a step's scratch memory above 32 MiB at every call (glibc; default: the allocator as it is)",
     )
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--no-scaling", action="store_true", help="skip the scaling benchmark (the suite only)")
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.device == "cpu":
         os.environ["JAX_PLATFORMS"] = "cpu"  # before JAX is imported
-    if not args.system_malloc:  # before JAX starts its threads: a thread that allocated keeps its own heap
+    if args.keep_freed_memory:  # before JAX starts its threads: a thread that allocated keeps its own heap
         from fnn import allocator
 
         allocator.keep_freed_memory()

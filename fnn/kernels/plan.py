@@ -215,6 +215,35 @@ def numpy_or_xla(kernel: str, implementation: str, *, numpy_ready: bool, needs: 
 
 
 # --------------------------------------------------------------------------- #
+# Weight gradients
+# --------------------------------------------------------------------------- #
+
+# "transposed" (x.T made first) against "xla" (x.T @ dy folded into one
+# product over the rows), each timed alone in a jitted loop on a 2-core Xeon
+# VM (XLA CPU of JAX 0.10, float32), rows 128-4096 x inputs 16-512 x outputs
+# 10-512: with at least 128 inputs and 10 outputs (a classifier's last
+# layer) the transposed form took 0.22-0.54x; with more outputs it took
+# 0.55-1.12x alone, but inside whole training steps the wins did not carry
+# over: 1.0x on the LSTM step (W4 of benchmarks/, its w_h 3200 x 128 -> 512)
+# and 1.33-1.44x on the transformer block (W6, its projections 4096 x 128 or
+# 512 -> 128 or more), where the made transpose is one more pass over a large
+# activation. With 16-32 inputs it won or lost by up to 1.5x either way. The
+# MLP step (W1, 784-512-512-10 at batch 128) took 0.955x with the rule below.
+TRANSPOSED_MIN_INPUTS = 128
+TRANSPOSED_MAX_OUTPUTS = 16
+
+
+def weight_gradient_form(rows: int, inputs: int, outputs: int, platform: str) -> str:
+    """The form of :func:`fnn.kernels.weight_grad.weight_gradient` that ``"auto"`` runs
+    for ``x (rows, inputs)`` and ``dy (rows, outputs)`` on JAX arrays: ``"transposed"``
+    on a CPU with at least 128 inputs and at most 16 outputs (``rows`` is not used by
+    the rule: no threshold on it held up inside whole steps); ``"xla"`` otherwise,
+    and on every other platform."""
+    narrow = inputs >= TRANSPOSED_MIN_INPUTS and outputs <= TRANSPOSED_MAX_OUTPUTS
+    return "transposed" if platform == "cpu" and narrow else "xla"
+
+
+# --------------------------------------------------------------------------- #
 # Attention
 # --------------------------------------------------------------------------- #
 

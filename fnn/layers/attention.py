@@ -54,6 +54,7 @@ from fnn.core import (
     layer_factory,
 )
 from fnn.kernels import attention as kernel
+from fnn.kernels.weight_grad import weight_gradient
 from fnn.layers._masks import keep as keep_steps, mask_cotangent
 
 __all__ = ["multi_head_attention"]
@@ -110,7 +111,7 @@ def _project_bwd(z: Array, dz: Array, w: Array, use_bias: bool, input_grad: bool
     """``(grads {"w", "b"}, dz @ w.T)`` of :func:`_project`, ``dz (N, T, *out)``."""
     n, t, d = z.shape
     rows = dz.reshape(n * t, -1)
-    grads = {"w": (z.reshape(n * t, d).T @ rows).reshape(w.shape)}
+    grads = {"w": weight_gradient(z.reshape(n * t, d), rows).reshape(w.shape)}
     if use_bias:
         grads["b"] = rows.sum(axis=0).reshape(w.shape[1:])
     return grads, (rows @ w.reshape(d, -1).T).reshape(n, t, d) if input_grad else None
@@ -161,7 +162,7 @@ def _backward(params: dict, res: dict, dy: Array, input_grad: bool, *, use_bias:
     w_out = params["out"]["w"]
     dy_rows = dy.reshape(n * t, -1)
     o_rows = from_heads_first(xp, o).reshape(n * t, h * v_size)
-    grads = {"out": {"w": (o_rows.T @ dy_rows).reshape(w_out.shape)}}
+    grads = {"out": {"w": weight_gradient(o_rows, dy_rows).reshape(w_out.shape)}}
     if use_bias:
         grads["out"]["b"] = dy_rows.sum(axis=0)
     do = to_heads_first(xp, (dy_rows @ w_out.reshape(h * v_size, -1).T).reshape(n, t, h, v_size))

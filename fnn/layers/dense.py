@@ -9,6 +9,7 @@ from fnn import backend, initializers
 from fnn.checks import batch_axis_hint
 from fnn.core import Layer, LayerError, check_param_shapes, check_positive_int, expect_single, is_multi_shape, layer_factory
 from fnn.kernels.affine import affine
+from fnn.kernels.weight_grad import weight_gradient
 
 __all__ = ["dense"]
 
@@ -79,7 +80,7 @@ def dense(
         if np.shape(dy) != expected_dy:
             raise LayerError(name, f"dy has shape {np.shape(dy)}; expected the output's shape {expected_dy}")
         rows, drows = (x, dy) if x.ndim == 2 else (x.reshape(-1, x.shape[-1]), dy.reshape(-1, features))
-        grads = {"w": rows.T @ drows}
+        grads = {"w": weight_gradient(rows, drows)}
         if use_bias:
             grads["b"] = drows.sum(axis=0)
         return grads, dy @ params["w"].T if input_grad else None

@@ -63,6 +63,7 @@ import numpy as np
 from fnn import backend, initializers
 from fnn.checks import batch_axis_hint
 from fnn.core import Layer, LayerError, check_param_shapes, is_multi_shape, layer_factory
+from fnn.kernels.weight_grad import weight_gradient
 from fnn.layers import _cells
 from fnn.layers._masks import keep as keep_steps, mask_cotangent
 from fnn.layers import activations as A
@@ -224,7 +225,11 @@ def _backward(cell: _cells.Cell, hidden: int, return_sequences: bool, params, re
     dcarry0, dz, da, prevs = _reverse_scan(cell, params, res, dys, dlast)
     n = time * batch
     dz, da = dz.reshape(n, cell.blocks * hidden), da.reshape(n, cell.blocks * hidden)
-    grads = {"w_x": xT.reshape(n, features).T @ dz, "w_h": prevs[0].reshape(n, hidden).T @ da, "b": xp.sum(dz, axis=0)}
+    grads = {
+        "w_x": weight_gradient(xT.reshape(n, features), dz),
+        "w_h": weight_gradient(prevs[0].reshape(n, hidden), da),
+        "b": xp.sum(dz, axis=0),
+    }
     if cell.extra_grads is not None:
         grads.update(cell.extra_grads(da, hidden))
     if not input_grad:
