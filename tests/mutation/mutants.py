@@ -87,7 +87,7 @@ OPTIM = (*proofs("test_first_two_updates_follow_the_formula", "test_scale_by_rms
 MUTANTS: list[Mutant] = [
     # ---------------------------------------------------------------- dense, activations
     *block("fnn/layers/dense.py", LAYERS,
-        M("dense dw doubled", 'grads = {"w": rows.T @ drows}', 'grads = {"w": 2 * (rows.T @ drows)}'),
+        M("dense dw doubled", 'grads = {"w": weight_gradient(rows, drows)}', 'grads = {"w": 2 * weight_gradient(rows, drows)}'),
         M("dense db mean not sum", 'grads["b"] = drows.sum(axis=0)', 'grads["b"] = drows.mean(axis=0)'),
         M("dense dx uses dy unflattened rows", 'return grads, dy @ params["w"].T if input_grad else None',
           'return grads, dy @ params["w"].T * 0.5 if input_grad else None'),
@@ -210,11 +210,11 @@ MUTANTS: list[Mutant] = [
           'return {"b_hn": xp.sum(da[:, hidden : 2 * hidden], axis=0)}'),
     ),
     *block("fnn/layers/recurrent.py", RECURRENT,
-        M("bptt: w_h gradient against the new states", 'prevs[0].reshape(n, hidden).T @ da', 'res["states"][0].reshape(n, hidden).T @ da'),
+        M("bptt: w_h gradient against the new states", 'weight_gradient(prevs[0].reshape(n, hidden), da)', 'weight_gradient(res["states"][0].reshape(n, hidden), da)'),
         M("bptt: padded steps keep their cotangent", "dnew = tuple(xp.where(keep_t, d, 0.0) for d in dnew)", "dnew = dnew"),
         M("bptt: padded steps drop the carried cotangent", "dprev = tuple(xp.where(keep_t, dp, d) for dp, d in zip(dprev, dcarry))",
           "dprev = tuple(xp.where(keep_t, dp, 0.0) for dp, d in zip(dprev, dcarry))"),
-        M("bptt: db from da", '"b": xp.sum(dz, axis=0)}', '"b": xp.sum(da, axis=0)}'),
+        M("bptt: db from da", '"b": xp.sum(dz, axis=0),', '"b": xp.sum(da, axis=0),'),
     ),
     *block("fnn/layers/bidirectional.py", RECURRENT,
         M("bidirectional dx backward run not re-reversed", "dx = dx_f + _reverse(xp, dx_b, order)", "dx = dx_f + dx_b"),
