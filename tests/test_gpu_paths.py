@@ -16,19 +16,24 @@ from fnn.kernels import attention as attention_kernel
 from fnn.kernels import plan
 
 
-@pytest.fixture
-def forms(monkeypatch):
-    """Records the convolution forms "auto" resolves to (one tuple per call of the plan)."""
+def record(monkeypatch, name: str) -> list:
+    """Records what the plan's rule ``name`` answers (one entry per call)."""
     seen = []
-    real = plan.lowering_plan
+    real = getattr(plan, name)
 
     def recording(*args, **kwargs):
         out = real(*args, **kwargs)
         seen.append(out)
         return out
 
-    monkeypatch.setattr(plan, "lowering_plan", recording)
+    monkeypatch.setattr(plan, name, recording)
     return seen
+
+
+@pytest.fixture
+def forms(monkeypatch):
+    """Records the convolution forms "auto" resolves to (one tuple per call of the plan)."""
+    return record(monkeypatch, "lowering_plan")
 
 
 def losses_and_grads(model, loss, x, y):
@@ -42,10 +47,11 @@ def losses_and_grads(model, loss, x, y):
 def small_convnet() -> fnn.Layer:
     """A 3x3 convolution on one channel (a tap sum on a CPU), 2x2 max pooling, a 3x3
     convolution over 2x2 images (more taps than pixels: im2col forward and col2im
-    input gradient on a CPU), a dense head."""
+    input gradient on a CPU), a dense head whose last layer has 128 inputs and 10
+    outputs (its weight gradient made from x.T first on a CPU)."""
     return L.serial(
         L.conv2d(4, 3, padding="same"), L.relu, L.max_pool(2), L.conv2d(4, 3, padding="same"), L.relu,
-        L.flatten, L.dense(10),
+        L.flatten, L.dense(128), L.relu, L.dense(10),
     )
 
 
@@ -53,12 +59,16 @@ def test_a_convnet_on_the_gpu_forms_equals_the_cpu_forms(monkeypatch, forms):
     model, shape = small_convnet(), (2, 4, 4, 1)
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal(shape), rng.integers(0, 10, shape[0])
+    weight_grads = record(monkeypatch, "weight_gradient_form")
     cpu_loss, cpu_grads = losses_and_grads(model, fnn.losses.softmax_cross_entropy, x, y)
     assert any(f != ("xla", "xla", "xla") for f in forms)  # the CPU plan took other forms somewhere
+    assert "transposed" in weight_grads
     forms.clear()
+    weight_grads.clear()
     monkeypatch.setattr(backend, "default_platform", lambda: "gpu")
     gpu_loss, gpu_grads = losses_and_grads(model, fnn.losses.softmax_cross_entropy, x, y)
     assert forms and all(f == ("xla", "xla", "xla") for f in forms), forms
+    assert weight_grads and set(weight_grads) == {"xla"}, weight_grads
     assert gpu_loss == pytest.approx(cpu_loss, rel=1e-12)
     jax.tree.map(lambda g, c: np.testing.assert_allclose(g, c, rtol=1e-9, atol=1e-12), gpu_grads, cpu_grads)
 
