@@ -8,8 +8,9 @@ Prints the environment and the suite's table, then the scaling table, and
 writes ``results.json``, ``results.md``, ``results.png`` and ``scaling.json``,
 ``scaling.md``, ``scaling.png`` into ``--out`` (with ``--optimizer momentum``:
 ``results-momentum.json``, ..., beside an Adam run's). With
-``--keep-freed-memory`` it first calls :func:`fnn.allocator.keep_freed_memory`,
-so that no contender faults in its scratch memory afresh on every call. See
+``--keep-freed-memory`` it restarts itself with ``GLIBC_TUNABLES`` set to
+:data:`fnn.allocator.TUNABLES`, so that no contender faults in its scratch
+memory afresh on every call. See
 ``benchmarks/README.md``.
 """
 
@@ -47,7 +48,9 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, restart: bool = False) -> int:
+    """The suite's command line; ``restart``: with ``--keep-freed-memory``, the process may
+    restart itself with :data:`fnn.allocator.TUNABLES` (only as ``python -m benchmarks``)."""
     parser = Parser(prog="python -m benchmarks", description="fnn benchmark suite")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few repeats (seconds, for tests)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output directory")
@@ -77,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep-freed-memory",
         action="store_true",
-        help="first call fnn.allocator.keep_freed_memory(), for every contender alike: no page faults "
+        help="restart with GLIBC_TUNABLES=fnn.allocator.TUNABLES, for every contender alike: no page faults "
         "for a step's scratch memory above 32 MiB at every call (glibc; default: the allocator as it is)",
     )
     which = parser.add_mutually_exclusive_group()
@@ -94,10 +97,14 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.device == "cpu":
         os.environ["JAX_PLATFORMS"] = "cpu"  # before JAX is imported
-    if args.keep_freed_memory:  # before JAX starts its threads: a thread that allocated keeps its own heap
+    if args.keep_freed_memory:
         from fnn import allocator
 
-        allocator.keep_freed_memory()
+        if not allocator.kept() and restart:  # every thread's heap must follow: start again with the tunables
+            sys.stdout.flush()
+            os.execve(sys.executable, [sys.executable, "-m", "benchmarks", *sys.argv[1:]], allocator.environment())
+        if not allocator.kept():  # called as a function (or exec refused): the in-process form
+            allocator.keep_freed_memory()
     if args.device == "gpu" and (error := gpu_error()) is not None:
         print(f"python -m benchmarks: --device gpu: {error}", file=sys.stderr)
         return 2
@@ -129,4 +136,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(restart=True))

@@ -13,25 +13,32 @@ the step; below 32 MiB (50 time steps) there are none, so the cost of a step
 jumps with its size instead of growing in proportion. A ``lax.scan`` over
 many steps (``fnn.train.fit``) allocates once per scan and barely pays it.
 
-:func:`keep_freed_memory` sets three of glibc's ``mallopt`` parameters so
-that large blocks come from the heap and stay in the process after
-``free``: no ``mmap`` for large requests (``M_MMAP_MAX = 0``), one heap for
-all threads (``M_ARENA_MAX = 1``; a heap of another thread cannot grow past
-64 MiB and would ``mmap`` again), and freed memory at the top of the heap
-returned to the kernel only above ``retain_bytes`` (``M_TRIM_THRESHOLD``).
-The next call then reuses the same pages. The price: the process keeps up to
-``retain_bytes`` of freed memory, and all threads share one heap's lock.
+glibc's allocator can be told to keep such blocks: no ``mmap`` for large
+requests (``mmap_max = 0``), one heap for all threads (``arena_max = 1``; a
+heap of another thread cannot grow past 64 MiB and gives its memory back on
+its own), and freed memory at the top of the heap returned to the kernel only
+above 1 GiB (``trim_threshold``). The next call then reuses the same pages.
+The price: the process keeps up to that much freed memory, and all threads
+share one heap's lock, which slows code that allocates from many threads at
+once: XLA's compiler (compiling the benchmark suite's small ResNet step took
+25 s instead of 19 s) and PyTorch's CPU kernels (its LSTM step 5-10 %). So
+it pays for long training runs of large steps, not for short ones. It changes the whole process (PyTorch and NumPy in
+it too), so fnn never does it on its own. Two ways:
 
-It changes the whole process (PyTorch and NumPy in it too), so fnn never
-calls it on its own: a training script or benchmark calls it once, first
-thing, before JAX has started its threads (a thread that already allocated
-keeps its own heap). The same settings can be given from outside, with
-``GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.arena_max=1:glibc.malloc.trim_threshold=1073741824``.
-On other C libraries (macOS, Windows, musl) it changes nothing and says why.
+* :data:`TUNABLES` in the environment when Python starts, which holds for
+  every thread: ``GLIBC_TUNABLES=<TUNABLES> python train.py``, or
+  :func:`environment` for a subprocess. This is the dependable way; the
+  benchmark suite's ``--keep-freed-memory`` restarts itself with it.
+* :func:`keep_freed_memory` from inside the process, through ``mallopt``.
+  It holds for the threads that allocate for the first time after the call;
+  a thread that allocated before (``import numpy`` and ``import jax`` start
+  some) keeps its own heap, and a later thread may be given that heap, so
+  some large blocks may still be unmapped. Call it first thing.
+
+On other C libraries (macOS, Windows, musl) both change nothing.
 
 >>> import fnn.allocator
->>> applied, why = fnn.allocator.keep_freed_memory()
->>> applied or bool(why)
+>>> "glibc.malloc.mmap_max=0" in fnn.allocator.environment({})["GLIBC_TUNABLES"]
 True
 """
 
@@ -40,11 +47,14 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from collections.abc import Mapping
 
-__all__ = ["DEFAULT_RETAIN_BYTES", "describe", "keep_freed_memory"]
+__all__ = ["DEFAULT_RETAIN_BYTES", "TUNABLES", "describe", "environment", "keep_freed_memory", "kept"]
 
 #: Freed memory kept in the process by default: 1 GiB.
 DEFAULT_RETAIN_BYTES = 1 << 30
+#: The same settings as glibc tunables, for ``GLIBC_TUNABLES`` when a process starts.
+TUNABLES = f"glibc.malloc.mmap_max=0:glibc.malloc.arena_max=1:glibc.malloc.trim_threshold={DEFAULT_RETAIN_BYTES}"
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # glibc's malloc.h
 _INT_MAX = 2**31 - 1
 _applied: str | None = None  # the note of the call that changed this process's allocator
@@ -66,10 +76,13 @@ def _glibc() -> tuple[ctypes.CDLL | None, str]:
 
 
 def keep_freed_memory(retain_bytes: int = DEFAULT_RETAIN_BYTES) -> tuple[bool, str]:
-    """Make glibc keep freed memory up to ``retain_bytes`` for reuse; returns ``(applied, note)``.
+    """Make glibc keep freed memory up to ``retain_bytes`` for reuse, from inside the
+    process; returns ``(applied, note)``.
 
     ``note`` names the C library and what was set, or says why nothing was.
-    Call it once at the start of a process, before the first JAX operation.
+    Call it once, first thing; threads that allocated before keep their own
+    heaps (see the module docstring: :data:`TUNABLES` at start-up is the
+    dependable way).
 
     Args:
       retain_bytes: free memory at the top of the heap above which glibc gives
@@ -88,6 +101,26 @@ def keep_freed_memory(retain_bytes: int = DEFAULT_RETAIN_BYTES) -> tuple[bool, s
     global _applied
     _applied = f"{library}: large blocks from the heap, one heap, up to {retain_bytes >> 20} MiB of freed memory kept"
     return True, _applied
+
+
+def _settings(tunables: str) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in tunables.split(":") if "=" in item)
+
+
+def kept(env: Mapping[str, str] | None = None) -> bool:
+    """Whether ``env`` (default: this process's environment) sets every one of :data:`TUNABLES`."""
+    given = _settings((os.environ if env is None else env).get("GLIBC_TUNABLES", ""))
+    return all(given.get(name) == value for name, value in _settings(TUNABLES).items())
+
+
+def environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A copy of ``env`` (default: this process's environment) whose ``GLIBC_TUNABLES``
+    holds :data:`TUNABLES` beside any other tunables it sets, for a process to start with."""
+    out = dict(os.environ if env is None else env)
+    given = _settings(out.get("GLIBC_TUNABLES", ""))
+    given.update(_settings(TUNABLES))
+    out["GLIBC_TUNABLES"] = ":".join(f"{name}={value}" for name, value in given.items())
+    return out
 
 
 def describe() -> str:

@@ -340,6 +340,7 @@ MUTANTS: list[Mutant] = [
           "settings = ((_M_ARENA_MAX, 1), (_M_TRIM_THRESHOLD, retain_bytes))"),
         M("freed heap trimmed at once", "settings = ((_M_MMAP_MAX, 0), (_M_ARENA_MAX, 1), (_M_TRIM_THRESHOLD, retain_bytes))",
           "settings = ((_M_MMAP_MAX, 0), (_M_ARENA_MAX, 1), (_M_TRIM_THRESHOLD, 0))"),
+        M("tunables leave mmap on", 'TUNABLES = f"glibc.malloc.mmap_max=0:', 'TUNABLES = f"glibc.malloc.mmap_max=65536:'),
     ),
     *block("fnn/optim/clipping.py", OPTIM,
         M("global_norm squares 16-bit floats in 16 bits", "wide = leaf.astype(np.promote_types(leaf.dtype, np.float32))", "wide = leaf"),
