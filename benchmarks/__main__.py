@@ -10,8 +10,7 @@ writes ``results.json``, ``results.md``, ``results.png`` and ``scaling.json``,
 ``results-momentum.json``, ..., beside an Adam run's). With
 ``--keep-freed-memory`` it restarts itself with ``GLIBC_TUNABLES`` set to
 :data:`fnn.allocator.TUNABLES`, so that no contender faults in its scratch
-memory afresh on every call. See
-``benchmarks/README.md``.
+memory afresh on every call. See ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -100,11 +99,11 @@ def main(argv: list[str] | None = None, *, restart: bool = False) -> int:
     if args.keep_freed_memory:
         from fnn import allocator
 
-        if not allocator.kept() and restart:  # every thread's heap must follow: start again with the tunables
-            sys.stdout.flush()
-            os.execve(sys.executable, [sys.executable, "-m", "benchmarks", *sys.argv[1:]], allocator.environment())
-        if not allocator.kept():  # called as a function (or exec refused): the in-process form
-            allocator.keep_freed_memory()
+        if not allocator.kept():
+            if restart:  # every thread's heap must follow: start again with the tunables (does not return)
+                sys.stdout.flush()
+                os.execve(sys.executable, [sys.executable, "-m", "benchmarks", *sys.argv[1:]], allocator.environment())
+            allocator.keep_freed_memory()  # called as a function: the in-process form
     if args.device == "gpu" and (error := gpu_error()) is not None:
         print(f"python -m benchmarks: --device gpu: {error}", file=sys.stderr)
         return 2

@@ -22,8 +22,9 @@ The price: the process keeps up to that much freed memory, and all threads
 share one heap's lock, which slows code that allocates from many threads at
 once: XLA's compiler (compiling the benchmark suite's small ResNet step took
 25 s instead of 19 s) and PyTorch's CPU kernels (its LSTM step 5-10 %). So
-it pays for long training runs of large steps, not for short ones. It changes the whole process (PyTorch and NumPy in
-it too), so fnn never does it on its own. Two ways:
+it pays for long training runs of large steps, not for short ones. It
+changes the whole process (PyTorch and NumPy in it too), so fnn never does
+it on its own. Two ways:
 
 * :data:`TUNABLES` in the environment when Python starts, which holds for
   every thread: ``GLIBC_TUNABLES=<TUNABLES> python train.py``, or
@@ -53,9 +54,11 @@ __all__ = ["DEFAULT_RETAIN_BYTES", "TUNABLES", "describe", "environment", "keep_
 
 #: Freed memory kept in the process by default: 1 GiB.
 DEFAULT_RETAIN_BYTES = 1 << 30
+# The settings: glibc's tunable name, its mallopt parameter (malloc.h) and the value
+# (the trim threshold's is keep_freed_memory's retain_bytes).
+_SETTINGS = (("mmap_max", -4, 0), ("arena_max", -8, 1), ("trim_threshold", -1, DEFAULT_RETAIN_BYTES))
 #: The same settings as glibc tunables, for ``GLIBC_TUNABLES`` when a process starts.
-TUNABLES = f"glibc.malloc.mmap_max=0:glibc.malloc.arena_max=1:glibc.malloc.trim_threshold={DEFAULT_RETAIN_BYTES}"
-_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # glibc's malloc.h
+TUNABLES = ":".join(f"glibc.malloc.{name}={value}" for name, _, value in _SETTINGS)
 _INT_MAX = 2**31 - 1
 _applied: str | None = None  # the note of the call that changed this process's allocator
 
@@ -94,10 +97,10 @@ def keep_freed_memory(retain_bytes: int = DEFAULT_RETAIN_BYTES) -> tuple[bool, s
     libc, library = _glibc()
     if libc is None:
         return False, f"{library}: the allocator is left as it is"
-    settings = ((_M_MMAP_MAX, 0), (_M_ARENA_MAX, 1), (_M_TRIM_THRESHOLD, retain_bytes))
-    refused = [parameter for parameter, value in settings if libc.mallopt(parameter, value) != 1]
+    values = {name: retain_bytes if name == "trim_threshold" else value for name, _, value in _SETTINGS}
+    refused = [name for name, parameter, _ in _SETTINGS if libc.mallopt(parameter, values[name]) != 1]
     if refused:
-        return False, f"{library}: mallopt refused parameters {refused}"
+        return False, f"{library}: mallopt refused {refused}"
     global _applied
     _applied = f"{library}: large blocks from the heap, one heap, up to {retain_bytes >> 20} MiB of freed memory kept"
     return True, _applied

@@ -52,7 +52,5 @@ def weight_gradient(x: Array, dy: Array, *, implementation: str = "auto") -> Arr
     else:
         form = implementation
     if form == "transposed":
-        from jax import lax
-
-        return lax.optimization_barrier(x.T) @ dy
+        return backend.lax.optimization_barrier(x.T) @ dy
     return x.T @ dy
